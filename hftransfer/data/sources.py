@@ -1,0 +1,98 @@
+"""Load raw splits from the Hub or local files into one `DatasetDict` (train/validation/test)."""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+from datasets import Dataset, DatasetDict, load_dataset
+
+from hftransfer.config import DataConfig
+from hftransfer.errors import UserError
+from hftransfer.paths import resolve_location
+
+_BUILDERS = {".csv": "csv", ".tsv": "csv", ".json": "json", ".jsonl": "json", ".parquet": "parquet"}
+
+
+class DataError(UserError):
+    """Data that cannot be trained on as configured; the message names the fix."""
+
+
+def _builder_for(files: dict[str, str]) -> tuple[str, dict]:
+    suffixes = {Path(f).suffix.lower() for f in files.values()}
+    if len(suffixes) != 1 or next(iter(suffixes)) not in _BUILDERS:
+        raise DataError(f"Local data files must share one format among {sorted(_BUILDERS)}, got {sorted(suffixes)}.")
+    suffix = suffixes.pop()
+    kwargs: dict = {}
+    if suffix in (".csv", ".tsv"):
+        # Quoting and NA-parsing off: SST-2 has sentences that are literally `null`, `nan` or
+        # start with a quote; pandas' defaults would turn them into missing values.
+        kwargs = {"keep_default_na": False, "na_filter": False}
+        if suffix == ".tsv":
+            kwargs.update(sep="\t", quoting=csv.QUOTE_NONE)
+    return _BUILDERS[suffix], kwargs
+
+
+def load_splits(config: DataConfig, *, need_train: bool = True) -> DatasetDict:
+    """Return train/validation(/test) splits; hold out part of train when there is no validation."""
+    if config.dataset:
+        splits = _load_hub(config)
+    else:
+        files = {
+            name: resolve_location(path)
+            for name, path in (
+                ("train", config.train_file),
+                ("validation", config.validation_file),
+                ("test", config.test_file),
+            )
+            if path
+        }
+        if not files:
+            raise DataError("No data given: set data.dataset (a Hub dataset) or data.train_file.")
+        for name, path in files.items():
+            if not Path(path).is_file():
+                raise DataError(f"data.{name}_file: {path} does not exist.")
+        builder, kwargs = _builder_for(files)
+        splits = load_dataset(builder, data_files=files, **kwargs)
+    if need_train and "train" not in splits:
+        raise DataError("No train split: set data.train_file or data.train_split.")
+    if "train" in splits and "validation" not in splits:
+        held_out = splits["train"].train_test_split(test_size=config.validation_size, seed=0)
+        splits["train"], splits["validation"] = held_out["train"], held_out["test"]
+    for name, split in splits.items():
+        if len(split) == 0:
+            raise DataError(f"The {name} split is empty; point data.{name}_file/split at data with rows.")
+    return _subsample(splits, config)
+
+
+def _load_hub(config: DataConfig) -> DatasetDict:
+    available = load_dataset(config.dataset, config.dataset_config)
+    wanted = {"train": config.train_split, "validation": config.validation_split, "test": config.test_split}
+    splits = DatasetDict()
+    for role, name in wanted.items():
+        if name is None:
+            continue
+        if name in available:
+            splits[role] = available[name]
+        elif role != "validation":
+            raise DataError(
+                f"Dataset '{config.dataset}' has no split '{name}' (data.{role}_split); it has {sorted(available)}."
+            )
+    return splits
+
+
+def _subsample(splits: DatasetDict, config: DataConfig) -> DatasetDict:
+    limits = {"train": config.max_train_samples, "validation": config.max_eval_samples}
+    for name, limit in limits.items():
+        if limit is not None and name in splits and len(splits[name]) > limit:
+            splits[name] = splits[name].shuffle(seed=0).select(range(limit))
+    return splits
+
+
+def single_file_split(path: str, config: DataConfig) -> Dataset:
+    """Load one local file as a split (for `hftransfer evaluate --file`)."""
+    path = resolve_location(path)
+    if not Path(path).is_file():
+        raise DataError(f"{path} does not exist.")
+    builder, kwargs = _builder_for({"eval": path})
+    return load_dataset(builder, data_files={"eval": path}, **kwargs)["eval"]

@@ -1,0 +1,63 @@
+"""Text inputs: column checks, cached tokenization, and dynamic padding."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+from datasets import Dataset
+from transformers import DataCollatorWithPadding, PreTrainedTokenizerBase
+
+from hftransfer.config import DataConfig
+from hftransfer.data.labels import require_columns
+from hftransfer.data.sources import DataError
+
+
+def check_text_columns(split: Dataset, config: DataConfig, split_name: str) -> None:
+    require_columns(split, config.text_columns, split_name, "data.text_columns")
+    for column in config.text_columns:
+        dtype = getattr(split.features[column], "dtype", None)
+        if dtype not in ("string", "large_string"):
+            raise DataError(
+                f"Column '{column}' ({split_name}) holds {dtype or split.features[column]}, not text. "
+                "Point data.text_columns at string columns."
+            )
+        missing = split.data.column(column).null_count
+        if missing:
+            raise DataError(f"Column '{column}' ({split_name}) has {missing} empty (null) rows; drop or fill them.")
+
+
+def encode_texts(
+    tokenizer: PreTrainedTokenizerBase, columns: Sequence[Sequence[str]], config: DataConfig
+) -> dict[str, list]:
+    """Tokenize one or two parallel lists of texts (joined when the config says so), unpadded."""
+    if config.join_text_columns_with is not None and len(columns) > 1:
+        columns = [[config.join_text_columns_with.join(parts) for parts in zip(*columns, strict=True)]]
+    max_length = min(config.max_length, tokenizer.model_max_length)
+    encoded = tokenizer(*columns, truncation=True, max_length=max_length)
+    encoded["length"] = [len(ids) for ids in encoded["input_ids"]]
+    return dict(encoded)
+
+
+def tokenize_split(split: Dataset, tokenizer: PreTrainedTokenizerBase, config: DataConfig, name: str) -> Dataset:
+    """Tokenize once; `datasets` caches the result on disk keyed by data, tokenizer and settings."""
+    check_text_columns(split, config, name)
+    text_columns = list(config.text_columns)
+
+    def encode(batch: dict[str, list]) -> dict[str, list]:
+        return encode_texts(tokenizer, [batch[c] for c in text_columns], config)
+
+    drop = [c for c in split.column_names if c != "labels"]
+    return split.map(encode, batched=True, remove_columns=drop, desc=f"Tokenizing {name}")
+
+
+class DynamicPaddingCollator:
+    """Pad each batch to its own longest sequence; drop the bookkeeping `length` column."""
+
+    def __init__(self, tokenizer: PreTrainedTokenizerBase, pad_to_multiple_of: int | None = None) -> None:
+        self._pad = DataCollatorWithPadding(tokenizer, pad_to_multiple_of=pad_to_multiple_of)
+
+    def __call__(self, features: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
+        features = [{k: v for k, v in f.items() if k != "length"} for f in features]
+        return dict(self._pad(features))

@@ -1,0 +1,37 @@
+"""What every loop returns, and settings both loops resolve the same way."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+from torch import nn
+
+
+@dataclass
+class LoopResult:
+    model: nn.Module
+    train_runtime_s: float
+    train_samples: int
+    global_steps: int
+    losses: list[float] = field(default_factory=list)
+    log_history: list[dict] = field(default_factory=list)
+
+    @property
+    def train_samples_per_second(self) -> float:
+        return self.train_samples / self.train_runtime_s if self.train_runtime_s > 0 else 0.0
+
+
+def resolve_precision(requested: str) -> str:
+    """`bf16`, `fp16` or `fp32`: `auto` means bf16/fp16 on GPUs and fp32 on CPU (bf16 there costs accuracy)."""
+    if requested != "auto":
+        if requested == "fp16" and not torch.cuda.is_available():
+            raise ValueError("train.precision=fp16 needs a GPU; use bf16 or fp32 on CPU.")
+        return requested
+    if torch.cuda.is_available():
+        return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
+    return "fp32"
+
+
+def autocast_dtype(precision: str) -> torch.dtype | None:
+    return {"bf16": torch.bfloat16, "fp16": torch.float16}.get(precision)

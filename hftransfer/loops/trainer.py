@@ -1,0 +1,133 @@
+"""The Hugging Face `Trainer` loop, driven through the strategy interface."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from transformers import Trainer, TrainerCallback, TrainingArguments
+
+from hftransfer.config import RunConfig
+from hftransfer.data import PreparedData
+from hftransfer.data.loaders import eval_loader, train_batch_sampler
+from hftransfer.loops.common import LoopResult, resolve_precision
+from hftransfer.metrics import classification_metrics, scalar_metrics
+from hftransfer.optim import build_optimizer
+from hftransfer.strategies.base import Strategy
+
+
+class StrategyTrainer(Trainer):
+    """`Trainer` whose loss, optimizer groups and batches come from hftransfer's shared pieces."""
+
+    loss_is_scaled_for_ga = False  # strategies return a per-batch mean; Trainer divides by accumulation
+
+    def __init__(self, *args, strategy: Strategy, run_config: RunConfig, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.strategy = strategy
+        self.run_config = run_config
+        self.train_samples_seen = 0
+
+    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        loss, logits = self.strategy.loss(model, inputs)
+        if model.training:
+            self.train_samples_seen += int(inputs["labels"].shape[0])
+        return (loss, {"logits": logits}) if return_outputs else loss
+
+    def create_optimizer(self, model=None):
+        if self.optimizer is None:
+            self.optimizer = build_optimizer(self.strategy, model or self.model, self.run_config.train)
+        return self.optimizer
+
+    def get_train_dataloader(self) -> torch.utils.data.DataLoader:
+        sampler = train_batch_sampler(
+            self.train_dataset, self.run_config.data, self.args.per_device_train_batch_size, self.args.seed
+        )
+        loader = torch.utils.data.DataLoader(
+            self.train_dataset,
+            batch_sampler=sampler,
+            collate_fn=self.data_collator,
+            num_workers=self.args.dataloader_num_workers,
+        )
+        return self.accelerator.prepare(loader)
+
+    def get_eval_dataloader(self, eval_dataset=None) -> torch.utils.data.DataLoader:
+        dataset = eval_dataset if eval_dataset is not None else self.eval_dataset
+        loader = eval_loader(dataset, self.data_collator, self.args.per_device_eval_batch_size)
+        return self.accelerator.prepare(loader)
+
+
+class _StrategySteps(TrainerCallback):
+    def __init__(self, strategy: Strategy, steps_per_epoch: int) -> None:
+        self.strategy, self.steps_per_epoch = strategy, steps_per_epoch
+
+    def on_step_begin(self, args, state, control, model=None, **kwargs):
+        self.strategy.on_step(model, state.global_step, self.steps_per_epoch)
+
+
+def training_arguments(config: RunConfig, work_dir: Path) -> TrainingArguments:
+    train = config.train
+    precision = resolve_precision(train.precision)
+    evaluate_by_steps = train.eval_steps is not None
+    return TrainingArguments(
+        output_dir=str(work_dir / "checkpoints"),
+        num_train_epochs=train.epochs,
+        max_steps=train.max_steps,
+        per_device_train_batch_size=train.batch_size,
+        per_device_eval_batch_size=train.eval_batch_size,
+        gradient_accumulation_steps=train.gradient_accumulation_steps,
+        learning_rate=train.learning_rate,
+        weight_decay=train.weight_decay,
+        warmup_steps=train.warmup_ratio,
+        lr_scheduler_type=train.lr_scheduler,
+        max_grad_norm=train.max_grad_norm,
+        seed=train.seed,
+        bf16=precision == "bf16",
+        fp16=precision == "fp16",
+        use_cpu=not torch.cuda.is_available(),
+        eval_strategy="steps" if evaluate_by_steps else "epoch",
+        eval_steps=train.eval_steps,
+        save_strategy="steps" if train.save_steps else "no",
+        save_steps=train.save_steps or 500,
+        save_total_limit=train.save_total_limit,
+        logging_steps=train.logging_steps,
+        report_to=train.report_to or "none",
+        dataloader_num_workers=train.num_workers,
+        remove_unused_columns=False,
+        label_names=["labels"],
+        disable_tqdm=False,
+    )
+
+
+def run_trainer_loop(config: RunConfig, model, strategy: Strategy, data: PreparedData, collator, work_dir: Path):
+    label_names = list(data.labels.names)
+
+    def compute_metrics(prediction) -> dict[str, float]:
+        logits = prediction.predictions[0] if isinstance(prediction.predictions, tuple) else prediction.predictions
+        return scalar_metrics(classification_metrics(prediction.label_ids, np.asarray(logits), label_names=label_names))
+
+    trainer = StrategyTrainer(
+        model=model,
+        args=training_arguments(config, work_dir),
+        train_dataset=data.train,
+        eval_dataset=data.validation,
+        data_collator=collator,
+        compute_metrics=compute_metrics,
+        strategy=strategy,
+        run_config=config,
+    )
+    steps_per_epoch = len(trainer.get_train_dataloader())
+    trainer.add_callback(_StrategySteps(strategy, steps_per_epoch))
+    started = time.perf_counter()
+    trainer.train()
+    runtime = time.perf_counter() - started
+    losses = [entry["loss"] for entry in trainer.state.log_history if "loss" in entry]
+    return LoopResult(
+        model=trainer.model,
+        train_runtime_s=runtime,
+        train_samples=trainer.train_samples_seen,
+        global_steps=trainer.state.global_step,
+        losses=losses,
+        log_history=trainer.state.log_history,
+    )

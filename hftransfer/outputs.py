@@ -1,0 +1,55 @@
+"""Output folders that are never half-written: a run works in `<out>.incomplete` and is renamed at the end."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+from typing import Any
+
+from hftransfer.errors import UserError
+
+INCOMPLETE_SUFFIX = ".incomplete"
+
+
+class OutputDirError(UserError):
+    """The output folder holds earlier results that the run would overwrite."""
+
+
+def staging_dir(output_dir: str | Path, overwrite: bool) -> Path:
+    """Check the target before any work starts and return the folder the run writes into."""
+    target = Path(output_dir)
+    if target.exists() and not target.is_dir():
+        raise OutputDirError(f"train.output_dir {target} is a file; choose a folder path.")
+    if target.is_dir() and any(target.iterdir()) and not overwrite:
+        raise OutputDirError(
+            f"train.output_dir {target} exists and is not empty. Choose another train.output_dir, "
+            "or set train.overwrite_output_dir=true to replace it when the new run finishes."
+        )
+    work = target.with_name(target.name + INCOMPLETE_SUFFIX)
+    work.mkdir(parents=True, exist_ok=True)
+    return work
+
+
+def publish(work: Path, output_dir: str | Path) -> Path:
+    """Swap the finished run into place; an earlier folder is removed only after the swap succeeded."""
+    target = Path(output_dir)
+    retired = target.with_name(target.name + ".replaced")
+    if target.exists():
+        if retired.exists():
+            shutil.rmtree(retired)
+        target.rename(retired)
+    work.rename(target)
+    if retired.exists():
+        shutil.rmtree(retired)
+    return target
+
+
+def write_json(path: str | Path, payload: Any) -> None:
+    tmp = Path(str(path) + ".tmp")
+    tmp.write_text(json.dumps(payload, indent=2, sort_keys=False, default=str) + "\n")
+    tmp.replace(path)
+
+
+def folder_size_bytes(folder: str | Path, pattern: str = "*.safetensors") -> int:
+    return sum(p.stat().st_size for p in Path(folder).rglob(pattern))

@@ -1,0 +1,26 @@
+"""Strategy names -> implementations, and the `strategy:` section of a recipe."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from hftransfer.schema import ConfigError
+from hftransfer.strategies.base import Strategy
+from hftransfer.strategies.full import FullConfig, FullFineTuning
+
+STRATEGIES: dict[str, type[Strategy]] = {FullFineTuning.name: FullFineTuning}
+
+
+@dataclass
+class StrategyConfig:
+    name: str = "full"
+    """One of the registered strategies (see `hftransfer.strategies.STRATEGIES`)."""
+    full: FullConfig = field(default_factory=FullConfig)
+
+    def __post_init__(self) -> None:
+        if self.name not in STRATEGIES:
+            raise ConfigError(f"strategy.name '{self.name}' is unknown; choose one of {sorted(STRATEGIES)}.")
+
+
+def build_strategy(config: StrategyConfig) -> Strategy:
+    return STRATEGIES[config.name](getattr(config, config.name, None))

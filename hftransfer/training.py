@@ -1,0 +1,109 @@
+"""The train pipeline: config -> data -> model -> strategy -> loop -> metrics -> output folder."""
+
+from __future__ import annotations
+
+import logging
+import platform
+import time
+from datetime import datetime, timezone
+
+import torch
+import transformers
+from transformers import set_seed
+
+import hftransfer
+from hftransfer.config import RunConfig, save_config
+from hftransfer.data import DynamicPaddingCollator, prepare_text_data
+from hftransfer.inference import dataset_logits
+from hftransfer.loops import LOOPS
+from hftransfer.loops.common import autocast_dtype, resolve_precision
+from hftransfer.metrics import classification_metrics
+from hftransfer.modeling import count_parameters, load_classifier, load_tokenizer
+from hftransfer.outputs import folder_size_bytes, publish, staging_dir, write_json
+from hftransfer.saved import LABELS_FILE, RECIPE_FILE, RESULTS_FILE
+from hftransfer.strategies import build_strategy
+
+logger = logging.getLogger("hftransfer")
+
+
+def train(config: RunConfig) -> dict:
+    """Run one recipe end to end and return what `results.json` holds."""
+    work = staging_dir(config.train.output_dir, config.train.overwrite_output_dir)
+    set_seed(config.train.seed)
+    tokenizer = load_tokenizer(config.model)
+    data = prepare_text_data(config.data, tokenizer)
+    model = load_classifier(config.model, data.labels)
+    strategy = build_strategy(config.strategy)
+    model = strategy.prepare(model)
+    trainable, total = count_parameters(model)
+    logger.info("Training %s of %s parameters (%s strategy)", f"{trainable:,}", f"{total:,}", strategy.name)
+
+    collator = DynamicPaddingCollator(tokenizer)
+    outcome = LOOPS[config.train.loop](config, model, strategy, data, collator, work)
+
+    precision = resolve_precision(config.train.precision)
+    started = time.perf_counter()
+    eval_logits = dataset_logits(
+        outcome.model, data.validation, collator, config.train.eval_batch_size, autocast_dtype=autocast_dtype(precision)
+    )
+    eval_runtime = time.perf_counter() - started
+    metrics = classification_metrics(data.validation["labels"], eval_logits, label_names=data.labels.names)
+
+    strategy.save(outcome.model, work)
+    tokenizer.save_pretrained(work)
+    save_config(config, work / RECIPE_FILE)
+    write_json(work / LABELS_FILE, {"names": list(data.labels.names), "raw_values": list(data.labels.raw_values)})
+    results = {
+        "strategy": strategy.name,
+        "loop": config.train.loop,
+        "task": config.task,
+        "model": config.model.name_or_path,
+        "dataset": config.data.dataset or config.data.train_file,
+        "labels": list(data.labels.names),
+        "eval": metrics,
+        "trainable_params": trainable,
+        "total_params": total,
+        "trainable_share": trainable / total,
+        "checkpoint_size_bytes": folder_size_bytes(work),
+        "num_train_samples": len(data.train),
+        "num_eval_samples": len(data.validation),
+        "epochs": config.train.epochs,
+        "global_steps": outcome.global_steps,
+        "train_runtime_s": outcome.train_runtime_s,
+        "train_samples_per_second": outcome.train_samples_per_second,
+        "eval_runtime_s": eval_runtime,
+        "train_losses": outcome.losses,
+        "precision": precision,
+        "hardware": _hardware(),
+        "versions": {
+            "hftransfer": hftransfer.__version__,
+            "torch": torch.__version__,
+            "transformers": transformers.__version__,
+        },
+        "finished_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+    }
+    write_json(work / RESULTS_FILE, results)
+    publish(work, config.train.output_dir)
+    return results
+
+
+def _hardware() -> str:
+    if torch.cuda.is_available():
+        return torch.cuda.get_device_name(0)
+    return f"CPU ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads)"
+
+
+def format_report(results: dict) -> str:
+    m = results["eval"]
+    lines = [
+        f"strategy={results['strategy']} loop={results['loop']} model={results['model']}",
+        f"trainable params: {results['trainable_params']:,} / {results['total_params']:,} "
+        f"({100 * results['trainable_share']:.2f}%)",
+        f"train: {results['train_runtime_s']:.1f}s, {results['train_samples_per_second']:.1f} samples/s",
+        "dev: "
+        + "  ".join(
+            f"{k}={m[k]:.4f}" for k in ("accuracy", "f1", "precision", "recall", "roc_auc") if m.get(k) is not None
+        ),
+        f"confusion matrix (rows = true {list(m['per_class'])}): {m['confusion_matrix']}",
+    ]
+    return "\n".join(lines)
