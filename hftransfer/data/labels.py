@@ -30,7 +30,8 @@ class LabelMap:
 
     @classmethod
     def from_model_config(cls, id2label: dict) -> LabelMap:
-        names = tuple(id2label[i] for i in sorted(int(k) for k in id2label))
+        by_id = {int(k): v for k, v in id2label.items()}  # JSON round trips turn int keys into strings
+        names = tuple(by_id[i] for i in sorted(by_id))
         return cls(names=names, raw_values=names)
 
     @classmethod

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import re
 from pathlib import Path
 
 from datasets import Dataset, DatasetDict, load_dataset
@@ -52,8 +53,7 @@ def load_splits(config: DataConfig, *, need_train: bool = True) -> DatasetDict:
         for name, path in files.items():
             if not Path(path).is_file():
                 raise DataError(f"data.{name}_file: {path} does not exist.")
-        builder, kwargs = _builder_for(files)
-        splits = load_dataset(builder, data_files=files, **kwargs)
+        splits = _load_files(files)
     if need_train and "train" not in splits:
         raise DataError("No train split: set data.train_file or data.train_split.")
     if "train" in splits and "validation" not in splits:
@@ -63,6 +63,20 @@ def load_splits(config: DataConfig, *, need_train: bool = True) -> DatasetDict:
         if len(split) == 0:
             raise DataError(f"The {name} split is empty; point data.{name}_file/split at data with rows.")
     return _subsample(splits, config)
+
+
+def _load_files(files: dict[str, str]) -> DatasetDict:
+    builder, kwargs = _builder_for(files)
+    try:
+        return load_dataset(builder, data_files=files, **kwargs)
+    except ValueError as err:  # datasets refuses a split with no rows before we can look at it
+        empty = re.search(r'Instruction "(\w+)" corresponds to no data', str(err))
+        if empty:
+            name = empty.group(1)
+            raise DataError(
+                f"The {name} split is empty ({files[name]}); point data.{name}_file at data with rows."
+            ) from err
+        raise
 
 
 def _load_hub(config: DataConfig) -> DatasetDict:
@@ -94,5 +108,4 @@ def single_file_split(path: str, config: DataConfig) -> Dataset:
     path = resolve_location(path)
     if not Path(path).is_file():
         raise DataError(f"{path} does not exist.")
-    builder, kwargs = _builder_for({"eval": path})
-    return load_dataset(builder, data_files={"eval": path}, **kwargs)["eval"]
+    return _load_files({"eval": path})["eval"]

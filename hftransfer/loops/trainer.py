@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 import time
 from pathlib import Path
 
@@ -96,7 +97,7 @@ def training_arguments(config: RunConfig, work_dir: Path) -> TrainingArguments:
         dataloader_num_workers=train.num_workers,
         remove_unused_columns=False,
         label_names=["labels"],
-        disable_tqdm=False,
+        disable_tqdm=not sys.stderr.isatty(),  # bars in a terminal; loss/eval log lines everywhere
     )
 
 
