@@ -66,6 +66,13 @@ def _predict(args: argparse.Namespace) -> int:
     return 0
 
 
+def _export(args: argparse.Namespace) -> int:
+    from hftransfer.export import export_run
+
+    print(f"Wrote {export_run(args.output_dir, args.out, merge=args.merge, overwrite=args.overwrite)}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="hftransfer", description="Transfer learning on Hugging Face models.")
     commands = parser.add_subparsers(dest="command", required=True)
@@ -90,6 +97,13 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_argument("--output", help="Write JSONL here instead of standard output.")
     predict.add_argument("--batch-size", type=int, default=64)
     predict.set_defaults(handler=_predict)
+
+    export = commands.add_parser("export", help="Write a run as a plain Transformers model (adapters merged).")
+    export.add_argument("output_dir")
+    export.add_argument("--out", required=True, help="Folder to write the exported model into.")
+    export.add_argument("--merge", action="store_true", help="Merge a LoRA/IA3 adapter into its base model.")
+    export.add_argument("--overwrite", action="store_true", help="Replace --out if it exists.")
+    export.set_defaults(handler=_export)
     return parser
 
 

@@ -99,12 +99,39 @@ class TrainConfig:
 
 
 @dataclass
+class HubConfig:
+    """Publishing to a Hugging Face hub; the token comes from `hf auth login` or HF_TOKEN, never from here."""
+
+    push: bool = False
+    """Push the output folder to `repo_id` when training finishes (same as `hftransfer push`)."""
+    repo_id: str | None = None
+    """`user/name` or `org/name` on the hub (HF_ENDPOINT selects a private hub)."""
+    private: bool = False
+    revision: str | None = None
+    """Branch to push to (created when missing); the default branch when empty."""
+    merge_adapter: bool = False
+    """For adapter strategies (LoRA): push the merged model instead of the adapter."""
+    base_model: str | None = None
+    """Hub id of the base checkpoint for the card's metadata, when `model.name_or_path` is a local folder."""
+    datasets: list[str] = field(default_factory=list)
+    """Hub dataset ids for the card's metadata, when training read local files."""
+    license: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.repo_id is not None and (self.repo_id.count("/") != 1 or not all(self.repo_id.split("/"))):
+            raise ConfigError(f"hub.repo_id '{self.repo_id}' must look like 'user/name' or 'org/name'.")
+        if self.push and not self.repo_id:
+            raise ConfigError("hub.push is on but hub.repo_id is empty; set hub.repo_id=user/name.")
+
+
+@dataclass
 class RunConfig:
     task: Literal["text-classification"] = "text-classification"
     model: ModelConfig = field(default_factory=ModelConfig)
     data: DataConfig = field(default_factory=DataConfig)
     strategy: StrategyConfig = field(default_factory=StrategyConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
+    hub: HubConfig = field(default_factory=HubConfig)
 
 
 def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> RunConfig:

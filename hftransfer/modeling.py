@@ -15,6 +15,7 @@ from hftransfer.config import ModelConfig
 from hftransfer.data.labels import LabelMap
 from hftransfer.errors import UserError
 from hftransfer.paths import resolve_location
+from hftransfer.pooling import apply_pooling
 
 
 class ModelError(UserError):
@@ -45,7 +46,7 @@ def load_classifier(config: ModelConfig, labels: LabelMap) -> PreTrainedModel:
             f"'{config.name_or_path}' is a '{pretrained.model_type}' model, which has no sequence-classification "
             "head in transformers. Pick an encoder checkpoint (BERT, RoBERTa, DistilBERT, ...)."
         )
-    return AutoModelForSequenceClassification.from_pretrained(
+    model = AutoModelForSequenceClassification.from_pretrained(
         location,
         revision=config.revision,
         trust_remote_code=config.trust_remote_code,
@@ -58,6 +59,7 @@ def load_classifier(config: ModelConfig, labels: LabelMap) -> PreTrainedModel:
         # A checkpoint fine-tuned on another label set gets a fresh head instead of a shape error.
         ignore_mismatched_sizes=True,
     )
+    return apply_pooling(model, config.pooling)
 
 
 def count_parameters(model: PreTrainedModel) -> tuple[int, int]:

@@ -10,6 +10,8 @@ from transformers import AutoModelForSequenceClassification, AutoTokenizer, PreT
 
 from hftransfer.config import RunConfig, load_config
 from hftransfer.data.labels import LabelMap
+from hftransfer.pooling import apply_pooling
+from hftransfer.strategies.lora import is_adapter_folder, load_adapter_classifier
 
 RECIPE_FILE = "config.yaml"
 RESULTS_FILE = "results.json"
@@ -31,12 +33,17 @@ def load_run(folder: str | Path) -> SavedRun:
     if not recipe.is_file():
         raise FileNotFoundError(f"{folder} is not an hftransfer output folder (no {RECIPE_FILE}).")
     config = load_config(recipe)
-    model = AutoModelForSequenceClassification.from_pretrained(folder, use_safetensors=True)
     tokenizer = AutoTokenizer.from_pretrained(folder)
     labels_file = folder / LABELS_FILE
-    if labels_file.is_file():
-        saved = json.loads(labels_file.read_text())
-        labels = LabelMap(names=tuple(saved["names"]), raw_values=tuple(saved["raw_values"]))
+    saved = json.loads(labels_file.read_text()) if labels_file.is_file() else None
+    labels = LabelMap(names=tuple(saved["names"]), raw_values=tuple(saved["raw_values"])) if saved else None
+    if is_adapter_folder(folder):  # LoRA/IA3 run: base model from the recipe, adapter from the folder
+        if labels is None:
+            raise FileNotFoundError(f"{folder} holds an adapter but no {LABELS_FILE} to size its classifier.")
+        model = load_adapter_classifier(folder, config.model, labels)
     else:
-        labels = LabelMap.from_model_config(model.config.id2label)
+        model = apply_pooling(
+            AutoModelForSequenceClassification.from_pretrained(folder, use_safetensors=True), config.model.pooling
+        )
+    labels = labels or LabelMap.from_model_config(model.config.id2label)
     return SavedRun(folder, config, model.eval(), tokenizer, labels)

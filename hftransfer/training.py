@@ -83,8 +83,23 @@ def train(config: RunConfig) -> dict:
         "finished_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
     }
     write_json(work / RESULTS_FILE, results)
+    _write_card(work, config.train.output_dir)
     publish(work, config.train.output_dir)
+    if config.hub.push:
+        from hftransfer.hub import push_configured
+
+        results["hub"] = push_configured(config, config.train.output_dir)
     return results
+
+
+def _write_card(work, output_dir: str) -> None:
+    """README.md for every run; a card problem is reported but never costs the trained model."""
+    from hftransfer.card import write_model_card
+
+    try:
+        write_model_card(work, model_ref=output_dir)
+    except Exception as err:  # the run's weights and results matter more than its card
+        logger.warning("Could not write the model card (README.md): %s", err)
 
 
 def _hardware() -> str:

@@ -6,9 +6,13 @@ from dataclasses import dataclass, field
 
 from hftransfer.schema import ConfigError
 from hftransfer.strategies.base import Strategy
+from hftransfer.strategies.frozen import FrozenConfig, FrozenFineTuning
 from hftransfer.strategies.full import FullConfig, FullFineTuning
+from hftransfer.strategies.lora import LoraConfig, LoraFineTuning
 
 STRATEGIES: dict[str, type[Strategy]] = {FullFineTuning.name: FullFineTuning}
+STRATEGIES[FrozenFineTuning.name] = FrozenFineTuning
+STRATEGIES[LoraFineTuning.name] = LoraFineTuning
 
 
 @dataclass
@@ -16,6 +20,8 @@ class StrategyConfig:
     name: str = "full"
     """One of the registered strategies (see `hftransfer.strategies.STRATEGIES`)."""
     full: FullConfig = field(default_factory=FullConfig)
+    frozen: FrozenConfig = field(default_factory=FrozenConfig)
+    lora: LoraConfig = field(default_factory=LoraConfig)
 
     def __post_init__(self) -> None:
         if self.name not in STRATEGIES:
