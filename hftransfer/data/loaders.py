@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+import torch
 from datasets import Dataset
 from torch.utils.data import BatchSampler, DataLoader, Sampler
 from transformers.trainer_pt_utils import LengthGroupedSampler
@@ -21,14 +22,29 @@ def train_batch_sampler(dataset: Dataset, config: DataConfig, batch_size: int, s
     return RandomBatchSampler(len(dataset), batch_size, seed=seed)
 
 
+def train_loader(
+    dataset: Dataset, config: DataConfig, batch_size: int, seed: int, collate_fn: Callable, num_workers: int = 0
+) -> DataLoader:
+    """Training batches for both loops; its own generator keeps the global RNG (dropout) untouched by iteration."""
+    return DataLoader(
+        dataset,
+        batch_sampler=train_batch_sampler(dataset, config, batch_size, seed),
+        collate_fn=collate_fn,
+        num_workers=num_workers,
+        generator=torch.Generator().manual_seed(seed),
+    )
+
+
 def eval_loader(dataset: Dataset, collate_fn: Callable, batch_size: int, num_workers: int = 0) -> DataLoader:
     """Batches of similar length (little padding), in a fixed order; `eval_order` restores row order."""
-    order = sorted(range(len(dataset)), key=dataset["length"].__getitem__) if "length" in dataset.column_names else None
-    batches = (
-        [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
-        if order is not None
-        else [list(range(i, min(i + batch_size, len(dataset)))) for i in range(0, len(dataset), batch_size)]
+    lengths = dataset["length"] if "length" in dataset.column_names else None
+    order = sorted(range(len(dataset)), key=lengths.__getitem__) if lengths is not None else list(range(len(dataset)))
+    # A real BatchSampler (it has `batch_size`) lets Accelerate shard it evenly across processes and lets
+    # `gather_for_metrics` drop the padding samples it adds to the last round.
+    batches = BatchSampler(order, batch_size, drop_last=False)
+    # Its own generator: evaluating never draws from the global RNG, so it cannot change training's dropout masks.
+    loader = DataLoader(
+        dataset, batch_sampler=batches, collate_fn=collate_fn, num_workers=num_workers, generator=torch.Generator()
     )
-    loader = DataLoader(dataset, batch_sampler=batches, collate_fn=collate_fn, num_workers=num_workers)
-    loader.row_order = [i for batch in batches for i in batch]  # type: ignore[attr-defined]
+    loader.row_order = order  # type: ignore[attr-defined]
     return loader

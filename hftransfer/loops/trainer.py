@@ -12,7 +12,7 @@ from transformers import Trainer, TrainerCallback, TrainingArguments
 
 from hftransfer.config import RunConfig
 from hftransfer.data import PreparedData
-from hftransfer.data.loaders import eval_loader, train_batch_sampler
+from hftransfer.data.loaders import eval_loader, train_loader
 from hftransfer.loops.common import LoopResult, resolve_precision
 from hftransfer.metrics import classification_metrics, scalar_metrics
 from hftransfer.optim import build_optimizer
@@ -42,14 +42,13 @@ class StrategyTrainer(Trainer):
         return self.optimizer
 
     def get_train_dataloader(self) -> torch.utils.data.DataLoader:
-        sampler = train_batch_sampler(
-            self.train_dataset, self.run_config.data, self.args.per_device_train_batch_size, self.args.seed
-        )
-        loader = torch.utils.data.DataLoader(
+        loader = train_loader(
             self.train_dataset,
-            batch_sampler=sampler,
-            collate_fn=self.data_collator,
-            num_workers=self.args.dataloader_num_workers,
+            self.run_config.data,
+            self.args.per_device_train_batch_size,
+            self.args.seed,
+            self.data_collator,
+            self.args.dataloader_num_workers,
         )
         return self.accelerator.prepare(loader)
 
