@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import sys
 import time
 from pathlib import Path
@@ -117,7 +118,8 @@ def run_trainer_loop(config: RunConfig, model, strategy: Strategy, data: Prepare
         strategy=strategy,
         run_config=config,
     )
-    steps_per_epoch = len(trainer.get_train_dataloader())
+    # Optimizer steps per epoch, the unit `on_step` counts in (the last accumulation group may be short).
+    steps_per_epoch = math.ceil(len(trainer.get_train_dataloader()) / config.train.gradient_accumulation_steps)
     trainer.add_callback(_StrategySteps(strategy, steps_per_epoch))
     started = time.perf_counter()
     trainer.train()
