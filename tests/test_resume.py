@@ -200,3 +200,28 @@ def test_republishing_a_step_replaces_it_whole(tmp_path):
     second = _fake_checkpoint(tmp_path, 4)
     assert second == first and not (second / "stale.txt").exists() and (second / PROGRESS_FILE).is_file()
     assert sorted(p.name for p in tmp_path.iterdir()) == ["checkpoint-4"]
+
+
+def test_trainer_loop_honours_resume_from_and_early_stopping(tiny_recipe, tmp_path):
+    """The same config keys drive the Trainer loop: exact resume from its checkpoint, early stop to the best."""
+    common = ("train.loop=trainer", "train.save_steps=3", "train.save_total_limit=10", "train.eval_steps=3")
+    full = train(tiny_recipe(*common, f"train.output_dir={tmp_path / 'full'}"))
+    start = tmp_path / "full" / "checkpoints" / "checkpoint-15"
+    resumed = train(tiny_recipe(*common, f"train.output_dir={tmp_path / 'again'}", f"train.resume_from={start}"))
+    _assert_identical(_weights(tmp_path / "again"), _weights(tmp_path / "full"))
+    assert resumed["eval"] == full["eval"]
+
+    early = (
+        "train.learning_rate=2e-2",
+        "train.eval_steps=1",
+        "train.best_metric=loss",
+        "train.early_stopping_patience=2",
+    )
+    by_trainer = train(tiny_recipe(*early, "train.loop=trainer", f"train.output_dir={tmp_path / 'trainer'}"))
+    by_accelerate = train(tiny_recipe(*early, "train.loop=accelerate", f"train.output_dir={tmp_path / 'accelerate'}"))
+    assert by_trainer["global_steps"] == by_accelerate["global_steps"] < 24
+    checkpoints = sorted((tmp_path / "trainer" / "checkpoints").iterdir(), key=lambda p: int(p.name.split("-")[1]))
+    state = json.loads((checkpoints[-1] / "trainer_state.json").read_text())
+    best = tmp_path / "trainer" / "checkpoints" / Path(state["best_model_checkpoint"]).name  # recorded pre-rename
+    _assert_identical(_weights(tmp_path / "trainer"), _weights(best))
+    _assert_identical(_weights(tmp_path / "accelerate"), _weights(best))  # same best step, same weights

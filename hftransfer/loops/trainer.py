@@ -9,11 +9,13 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from transformers import Trainer, TrainerCallback, TrainingArguments
+from transformers import EarlyStoppingCallback, Trainer, TrainerCallback, TrainingArguments
 
+from hftransfer.checkpoints import CHECKPOINTS_DIR, find_checkpoint
 from hftransfer.config import RunConfig
 from hftransfer.data import PreparedData
 from hftransfer.data.loaders import eval_loader, train_loader
+from hftransfer.errors import UserError
 from hftransfer.loops.common import LoopResult, resolve_precision
 from hftransfer.metrics import classification_metrics, scalar_metrics
 from hftransfer.optim import build_optimizer
@@ -71,6 +73,12 @@ def training_arguments(config: RunConfig, work_dir: Path) -> TrainingArguments:
     train = config.train
     precision = resolve_precision(train.precision)
     evaluate_by_steps = train.eval_steps is not None
+    keep_best = train.load_best_at_end or train.early_stopping_patience is not None
+    if keep_best and train.save_steps and (not evaluate_by_steps or train.save_steps % train.eval_steps):
+        raise UserError(
+            "train.loop=trainer can keep the best checkpoint alongside periodic ones only when train.save_steps is "
+            "a multiple of train.eval_steps. Set them so, leave train.save_steps empty, or use train.loop=accelerate."
+        )
     return TrainingArguments(
         output_dir=str(work_dir / "checkpoints"),
         num_train_epochs=train.epochs,
@@ -89,9 +97,12 @@ def training_arguments(config: RunConfig, work_dir: Path) -> TrainingArguments:
         use_cpu=not torch.cuda.is_available(),
         eval_strategy="steps" if evaluate_by_steps else "epoch",
         eval_steps=train.eval_steps,
-        save_strategy="steps" if train.save_steps else "no",
+        save_strategy="steps" if train.save_steps else ("best" if keep_best else "no"),
         save_steps=train.save_steps or 500,
         save_total_limit=train.save_total_limit,
+        load_best_model_at_end=keep_best,
+        metric_for_best_model=train.best_metric,
+        greater_is_better=train.greater_is_better,
         logging_steps=train.logging_steps,
         report_to=train.report_to or "none",
         dataloader_num_workers=train.num_workers,
@@ -121,8 +132,12 @@ def run_trainer_loop(config: RunConfig, model, strategy: Strategy, data: Prepare
     # Optimizer steps per epoch, the unit `on_step` counts in (the last accumulation group may be short).
     steps_per_epoch = math.ceil(len(trainer.get_train_dataloader()) / config.train.gradient_accumulation_steps)
     trainer.add_callback(_StrategySteps(strategy, steps_per_epoch))
+    if config.train.early_stopping_patience is not None:
+        trainer.add_callback(EarlyStoppingCallback(early_stopping_patience=config.train.early_stopping_patience))
+    # Trainer writes trainer_state.json last, so a checkpoint holding it is complete.
+    resume = find_checkpoint(config.train.resume_from, work_dir / CHECKPOINTS_DIR, marker="trainer_state.json")
     started = time.perf_counter()
-    trainer.train()
+    trainer.train(resume_from_checkpoint=str(resume) if resume is not None else None)
     runtime = time.perf_counter() - started
     losses = [entry["loss"] for entry in trainer.state.log_history if "loss" in entry]
     return LoopResult(
