@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 import sys
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -112,7 +113,16 @@ def training_arguments(config: RunConfig, work_dir: Path) -> TrainingArguments:
     )
 
 
-def run_trainer_loop(config: RunConfig, model, strategy: Strategy, data: PreparedData, collator, work_dir: Path):
+def run_trainer_loop(
+    config: RunConfig,
+    model,
+    strategy: Strategy,
+    data: PreparedData,
+    collator,
+    work_dir: Path,
+    callbacks: Sequence[TrainerCallback] = (),
+):
+    """Train with `Trainer`; extra `callbacks` (e.g. bench/throughput.py's timer) see every step."""
     label_names = list(data.labels.names)
 
     def compute_metrics(prediction) -> dict[str, float]:
@@ -128,6 +138,7 @@ def run_trainer_loop(config: RunConfig, model, strategy: Strategy, data: Prepare
         compute_metrics=compute_metrics,
         strategy=strategy,
         run_config=config,
+        callbacks=list(callbacks) or None,
     )
     # Optimizer steps per epoch, the unit `on_step` counts in (the last accumulation group may be short).
     steps_per_epoch = math.ceil(len(trainer.get_train_dataloader()) / config.train.gradient_accumulation_steps)
