@@ -3,6 +3,8 @@ gradual unfreezing on schedule, layer-wise learning rates, and mean pooling."""
 
 from __future__ import annotations
 
+from unittest import mock
+
 import pytest
 import torch
 from safetensors.torch import load_file
@@ -165,3 +167,29 @@ def test_mean_pooling_survives_save_and_reload(tiny_recipe):
     assert rescored["accuracy"] == results["eval"]["accuracy"]
     assert rescored["roc_auc"] == pytest.approx(results["eval"]["roc_auc"], abs=1e-6)
     assert results["trainable_params"] == 32 * 2 + 2  # the linear probe only
+
+
+def test_head_only_feature_cache_runs_the_backbone_once_and_changes_nothing(tiny_recipe, toy_text_files, tmp_path):
+    common = ["strategy.name=frozen", "strategy.frozen.mode=head_only", "model.pooling=mean", "train.epochs=2"]
+    uncached = train(tiny_recipe(*common, "strategy.frozen.cache_features=false"))
+    config = tiny_recipe(*common, f"train.output_dir={tmp_path / 'cached'}")
+    strategy = FrozenFineTuning(config.strategy.frozen)
+    calls = []
+    original_prepare = strategy.prepare
+
+    def prepare(model):
+        model = original_prepare(model)
+        model.bert.register_forward_hook(lambda *a: calls.append(1))
+        return model
+
+    strategy.prepare = prepare
+    with mock.patch("hftransfer.training.build_strategy", return_value=strategy):
+        cached = train(config)
+    # Only epoch 1 (12 train batches, 1 eval batch; fewer where repeated sentences hit) runs the backbone,
+    # plus the final eval pass, which runs the plain model; every distinct sentence is stored once.
+    assert 1 <= strategy.cache.backbone_batches <= 13
+    assert len(calls) == strategy.cache.backbone_batches + 1
+    sentences = {line.split("\t")[0] for f in toy_text_files for line in f.read_text().splitlines()[1:]}
+    assert len(strategy.cache.store) == len(sentences)
+    assert cached["train_losses"] == pytest.approx(uncached["train_losses"], abs=1e-4)
+    assert cached["eval"]["accuracy"] == uncached["eval"]["accuracy"]

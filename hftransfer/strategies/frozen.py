@@ -12,10 +12,12 @@ from dataclasses import dataclass
 from typing import Literal
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from hftransfer.schema import ConfigError
 from hftransfer.strategies.base import NO_DECAY_MARKERS, Strategy
+from hftransfer.strategies.feature_cache import FeatureCache
 from hftransfer.strategies.layers import LayerGroups, find_layer_groups
 
 logger = logging.getLogger("hftransfer")
@@ -33,6 +35,10 @@ class FrozenConfig:
     """Gradual unfreezing: every this many `unfreeze_unit`s the topmost frozen group starts training
     (blocks top-down, embeddings last); 0 = off."""
     unfreeze_unit: Literal["epochs", "steps"] = "epochs"
+    cache_features: bool = True
+    """head_only: compute the frozen backbone's output once per distinct input and reuse it in later epochs
+    (applies when every backbone weight is frozen, e.g. with model.pooling=mean or a head outside the
+    backbone, and gradual unfreezing is off)."""
 
     def __post_init__(self) -> None:
         if not 0.0 < self.layerwise_lr_decay <= 1.0:
@@ -61,6 +67,7 @@ class FrozenFineTuning(Strategy):
         self.frozen: list[nn.Module] = []  # currently frozen groups, bottom first
         self._initially_frozen = 0
         self._hooks: dict[int, torch.utils.hooks.RemovableHandle] = {}
+        self.cache: FeatureCache | None = None
 
     def num_frozen_blocks(self, num_blocks: int) -> int:
         if self.config.mode == "head_only":
@@ -90,7 +97,23 @@ class FrozenFineTuning(Strategy):
             module.requires_grad_(False)
             self._hooks[id(module)] = module.register_forward_pre_hook(_keep_eval)
         logger.info("Frozen: embeddings and %d of %d blocks", n, len(groups.blocks))
+        backbone = getattr(model, "base_model", None)
+        frozen_backbone = backbone is not None and not any(p.requires_grad for p in backbone.parameters())
+        if self.config.mode == "head_only" and self.config.cache_features and not self.config.unfreeze_every:
+            if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+                logger.info("Not caching features under DDP (the head must run through DDP's forward)")
+            elif frozen_backbone:
+                self.cache = FeatureCache(model)
+            else:
+                logger.info("Not caching features: the head trains weights inside the backbone (its pooler)")
         return model
+
+    def loss(self, model: nn.Module, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+        if self.cache is None:
+            return super().loss(model, batch)
+        inputs = {k: v for k, v in batch.items() if k != "labels"}
+        logits = self.cache.logits(model, inputs)
+        return F.cross_entropy(logits.float(), batch["labels"]), logits
 
     def parameter_groups(self, model: nn.Module, learning_rate: float, weight_decay: float) -> list[dict]:
         """Groups by (depth, decay); params that gradual unfreezing will train later are included already
