@@ -23,6 +23,36 @@ class ModelConfig:
     trust_remote_code: bool = False
     num_labels: int | None = None
     """Optional cross-check: the run stops if the data has a different number of classes."""
+    pooling: Literal["cls", "mean"] = "cls"
+    """`cls`: the checkpoint's own pooling (first token, through BERT's pooler); `mean`: mean over the
+    attention mask (what sentence-transformers checkpoints such as the demo MiniLM were trained for)."""
+    new_head: Literal["auto", "always", "never"] = "auto"
+    """Re-initialise the classification head: `auto` when the checkpoint's head is sized or named for other
+    classes (source -> target transfer from an earlier output folder); `always`; or `never` (keep a same-sized head)."""
+
+
+@dataclass
+class ImageDataConfig:
+    """Image inputs (task: image-classification): where the images are and how training augments them."""
+
+    column: str | None = None
+    """Column holding the images (a Hub `Image` feature, or paths in csv/jsonl, relative to that file's
+    folder); empty = the dataset's image-typed column, else `image`."""
+    on_bad_image: Literal["error", "skip"] = "error"
+    """A missing or unreadable image stops the run naming its path (`error`), or is dropped and counted (`skip`)."""
+    augment: bool = True
+    """Train-only random resized crop and horizontal flip; evaluation always uses the checkpoint's processor."""
+    crop_scale: list[float] = field(default_factory=lambda: [0.08, 1.0])
+    """Area share range of the random resized crop (torchvision's default)."""
+    crop_ratio: list[float] = field(default_factory=lambda: [0.75, 1.3333333])
+    hflip: bool = True
+
+    def __post_init__(self) -> None:
+        lo, hi = [*self.crop_scale, 0.0, 0.0][:2]
+        if len(self.crop_scale) != 2 or not 0.0 < lo <= hi <= 1.0:
+            raise ConfigError(f"data.images.crop_scale is [min, max] area shares in (0, 1], got {self.crop_scale}.")
+        if len(self.crop_ratio) != 2 or not 0.0 < self.crop_ratio[0] <= self.crop_ratio[1]:
+            raise ConfigError(f"data.images.crop_ratio is [min, max] aspect ratios > 0, got {self.crop_ratio}.")
 
 
 @dataclass
@@ -33,6 +63,11 @@ class DataConfig:
     train_file: str | None = None
     validation_file: str | None = None
     test_file: str | None = None
+    train_dir: str | None = None
+    """Images in the imagefolder layout, one sub-folder per class: `<train_dir>/<class>/*.png`."""
+    validation_dir: str | None = None
+    test_dir: str | None = None
+    images: ImageDataConfig = field(default_factory=ImageDataConfig)
     train_split: str = "train"
     validation_split: str | None = "validation"
     """Split name for Hub datasets; when it does not exist, a share of train is held out."""
@@ -50,7 +85,8 @@ class DataConfig:
     """Share of train held out when there is no validation split."""
     max_length: int = 128
     batching: Literal["length_bucketed", "length_grouped", "random"] = "length_bucketed"
-    """`length_bucketed` sorts each epoch's shuffle by length so batches carry almost no padding."""
+    """`length_bucketed` sorts each epoch's shuffle by length so batches carry almost no padding.
+    Image data has no lengths and always batches at random."""
 
     def __post_init__(self) -> None:
         if not 1 <= len(self.text_columns) <= 2 and self.join_text_columns_with is None:
@@ -148,7 +184,8 @@ class HubConfig:
 
 @dataclass
 class RunConfig:
-    task: Literal["text-classification"] = "text-classification"
+    task: Literal["auto", "text-classification", "image-classification"] = "auto"
+    """`auto`: image-classification for vision checkpoints (ResNet, ViT, ConvNeXt, ...), else text-classification."""
     model: ModelConfig = field(default_factory=ModelConfig)
     data: DataConfig = field(default_factory=DataConfig)
     strategy: StrategyConfig = field(default_factory=StrategyConfig)

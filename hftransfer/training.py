@@ -14,15 +14,15 @@ from transformers import set_seed
 
 import hftransfer
 from hftransfer.config import RunConfig, save_config
-from hftransfer.data import DynamicPaddingCollator, prepare_text_data
 from hftransfer.inference import dataset_logits
 from hftransfer.loops import LOOPS
 from hftransfer.loops.common import autocast_dtype, resolve_precision
 from hftransfer.metrics import classification_metrics
-from hftransfer.modeling import count_parameters, load_classifier, load_tokenizer
+from hftransfer.modeling import count_parameters
 from hftransfer.outputs import folder_size_bytes, publish, staging_dir, write_json
 from hftransfer.saved import LABELS_FILE, RECIPE_FILE, RESULTS_FILE
 from hftransfer.strategies import build_strategy
+from hftransfer.tasks import get_task, resolve_task
 
 logger = logging.getLogger("hftransfer")
 
@@ -31,15 +31,17 @@ def train(config: RunConfig) -> dict:
     """Run one recipe end to end and return what `results.json` holds (`{}` on non-main processes)."""
     work = staging_dir(config.train.output_dir, config.train.overwrite_output_dir, config.train.resume_from is not None)
     set_seed(config.train.seed)
-    tokenizer = load_tokenizer(config.model)
-    data = prepare_text_data(config.data, tokenizer)
-    model = load_classifier(config.model, data.labels)
+    config = resolve_task(config)  # `task: auto` -> the checkpoint's modality, recorded in the saved recipe
+    task = get_task(config.task)
+    tokenizer = task.load_processor(config.model)  # a tokenizer, or an image processor for images
+    data = task.prepare_data(config.data, tokenizer)
+    model = task.load_model(config.model, data.labels)
     strategy = build_strategy(config.strategy)
     model = strategy.prepare(model)
     trainable, total = count_parameters(model)
     logger.info("Training %s of %s parameters (%s strategy)", f"{trainable:,}", f"{total:,}", strategy.name)
 
-    collator = DynamicPaddingCollator(tokenizer)
+    collator = task.make_collator(tokenizer, config.data)
     outcome = LOOPS[config.train.loop](config, model, strategy, data, collator, work)
     if not PartialState().is_main_process:
         return {}  # under `accelerate launch` the main process evaluates and writes the output folder
@@ -85,6 +87,8 @@ def train(config: RunConfig) -> dict:
         },
         "finished_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
     }
+    if data.notes:
+        results["data"] = data.notes
     write_json(work / RESULTS_FILE, results)
     _write_card(work, config.train.output_dir)
     publish(work, config.train.output_dir)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from datasets import Dataset
 from transformers import PreTrainedTokenizerBase
@@ -19,6 +19,8 @@ class PreparedData:
     validation: Dataset
     test: Dataset | None
     labels: LabelMap
+    notes: dict = field(default_factory=dict)
+    """Facts about the data for results.json (e.g. unreadable images skipped per split)."""
 
 
 def prepare_text_data(config: DataConfig, tokenizer: PreTrainedTokenizerBase) -> PreparedData:

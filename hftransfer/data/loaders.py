@@ -14,6 +14,8 @@ from hftransfer.sampling import LengthBucketedBatchSampler, RandomBatchSampler
 
 
 def train_batch_sampler(dataset: Dataset, config: DataConfig, batch_size: int, seed: int) -> Sampler[list[int]]:
+    if "length" not in dataset.column_names:  # images: every input has the same size, nothing to bucket
+        return RandomBatchSampler(len(dataset), batch_size, seed=seed)
     if config.batching == "length_bucketed":
         return LengthBucketedBatchSampler(dataset["length"], batch_size, seed=seed)
     if config.batching == "length_grouped":

@@ -38,6 +38,10 @@ def load_splits(config: DataConfig, *, need_train: bool = True) -> DatasetDict:
     """Return train/validation(/test) splits; hold out part of train when there is no validation."""
     if config.dataset:
         splits = _load_hub(config)
+    elif config.train_dir or config.validation_dir or config.test_dir:
+        from hftransfer.data.images import load_image_folders
+
+        splits = load_image_folders(config)
     else:
         files = {
             name: resolve_location(path)
@@ -49,7 +53,7 @@ def load_splits(config: DataConfig, *, need_train: bool = True) -> DatasetDict:
             if path
         }
         if not files:
-            raise DataError("No data given: set data.dataset (a Hub dataset) or data.train_file.")
+            raise DataError("No data given: set data.dataset (a Hub dataset), data.train_file or data.train_dir.")
         for name, path in files.items():
             if not Path(path).is_file():
                 raise DataError(f"data.{name}_file: {path} does not exist.")

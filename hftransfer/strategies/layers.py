@@ -43,6 +43,10 @@ LAYOUTS: dict[str, LayerLayout] = {
     "deberta-v2": LayerLayout(
         embeddings=("embeddings", "encoder.rel_embeddings", "encoder.LayerNorm"), blocks="encoder.layer"
     ),
+    # Vision: the stem plays the embeddings' part, stages (ResNet, ConvNeXt) or layers (ViT) are the blocks.
+    "resnet": LayerLayout(embeddings=("embedder",), blocks="encoder.stages"),
+    "convnext": LayerLayout(embeddings=("embeddings",), blocks="encoder.stages"),
+    "vit": _BERT_LIKE,
 }
 
 

@@ -24,7 +24,12 @@ if TYPE_CHECKING:
 ADAPTER_CONFIG_FILE = "adapter_config.json"
 
 # Families peft's own tables miss; peft's tables cover the rest.
-_LORA_TARGETS = {"distilbert": ["q_lin", "v_lin"], "albert": ["query", "value"]}
+_LORA_TARGETS = {
+    "distilbert": ["q_lin", "v_lin"],
+    "albert": ["query", "value"],
+    "resnet": ["convolution"],  # every conv of the stem, stages and shortcuts
+    "convnext": ["dwconv", "pwconv1", "pwconv2"],
+}
 _IA3_TARGETS = {"distilbert": (["k_lin", "v_lin", "lin2"], ["lin2"]), "albert": (["key", "value", "ffn"], ["ffn"])}
 
 
@@ -122,20 +127,26 @@ class LoraFineTuning(Strategy):
         from peft import IA3Config, TaskType
         from peft import LoraConfig as PeftLoraConfig
 
+        from hftransfer.modeling_images import batch_norm_names, is_image_model_type
+
         targets, feedforward = self.target_modules(model)
-        to_save = self.config.modules_to_save or head_module_names(model)
+        # Batch-norm running statistics move while the adapter trains; saving those layers with the adapter
+        # is what makes a reloaded adapter predict exactly as the trained model did.
+        to_save = self.config.modules_to_save or [*head_module_names(model), *batch_norm_names(model)]
         missing = [m for m in to_save if not any(_matches(n, m) for n, _ in model.named_modules())]
         if missing:
             raise AdapterError(f"strategy.lora.modules_to_save {missing} match no module of {type(model).__name__}.")
+        # Vision models take pixel_values, which peft's sequence-classification wrapper does not pass on.
+        task_type = None if is_image_model_type(getattr(model.config, "model_type", None)) else TaskType.SEQ_CLS
         if self.config.method == "ia3":
             return IA3Config(
-                task_type=TaskType.SEQ_CLS,
+                task_type=task_type,
                 target_modules=targets,
                 feedforward_modules=feedforward,
                 modules_to_save=to_save,
             )
         return PeftLoraConfig(
-            task_type=TaskType.SEQ_CLS,
+            task_type=task_type,
             r=self.config.r,
             lora_alpha=self.config.alpha,
             lora_dropout=self.config.dropout,
@@ -159,16 +170,18 @@ def is_adapter_folder(folder: str | Path) -> bool:
     return (Path(folder) / ADAPTER_CONFIG_FILE).is_file()
 
 
-def load_adapter_classifier(folder: str | Path, model_config: ModelConfig, labels: LabelMap) -> nn.Module:
+def load_adapter_classifier(
+    folder: str | Path, model_config: ModelConfig, labels: LabelMap, task: str = "text-classification"
+) -> nn.Module:
     """Base classifier from the recipe's model spec (or the adapter's recorded base) plus the saved adapter."""
     import json
 
     from peft import PeftModel
 
-    from hftransfer.modeling import load_classifier
+    from hftransfer.tasks import get_task
 
     if not model_config.name_or_path:
         recorded = json.loads((Path(folder) / ADAPTER_CONFIG_FILE).read_text()).get("base_model_name_or_path")
         model_config.name_or_path = recorded
-    base = load_classifier(model_config, labels)
+    base = get_task(task).load_model(model_config, labels)
     return PeftModel.from_pretrained(base, str(folder))
