@@ -68,9 +68,43 @@ def _predict(args: argparse.Namespace) -> int:
 
 
 def _export(args: argparse.Namespace) -> int:
+    if args.onnx:
+        from hftransfer.export_onnx import export_onnx
+
+        done = export_onnx(args.output_dir, args.out, overwrite=args.overwrite, opset=args.opset)
+        print(
+            f"Wrote {done.folder}/model.onnx; onnxruntime matches torch on {done.rows_checked} validation rows "
+            f"(max |logit difference| {done.max_abs_diff:.1e})"
+        )
+        return 0
     from hftransfer.export import export_run
 
     print(f"Wrote {export_run(args.output_dir, args.out, merge=args.merge, overwrite=args.overwrite)}")
+    return 0
+
+
+def _push(args: argparse.Namespace) -> int:
+    from hftransfer import hub
+
+    if args.dry_run is not None:
+        default = args.dry_run == ""
+        target = Path(str(Path(args.output_dir)) + ".to-push") if default else Path(args.dry_run)
+        files = hub.dry_run(
+            args.output_dir, target, repo_id=args.repo_id, merge=args.merge, base_model=args.base_model, replace=default
+        )
+        print(f"Dry run: would upload {len(files)} files to {args.repo_id} on {hub.hub_endpoint()}; staged in {target}")
+        for name in files:
+            print(f"  {name}  ({(target / name).stat().st_size:,} bytes)")
+        return 0
+    result = hub.push(
+        args.output_dir,
+        args.repo_id,
+        private=args.private,
+        revision=args.revision,
+        merge=args.merge,
+        base_model=args.base_model,
+    )
+    print(f"Pushed {len(result.files)} files to {result.url} (commit {result.commit})")
     return 0
 
 
@@ -104,7 +138,31 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("--out", required=True, help="Folder to write the exported model into.")
     export.add_argument("--merge", action="store_true", help="Merge a LoRA/IA3 adapter into its base model.")
     export.add_argument("--overwrite", action="store_true", help="Replace --out if it exists.")
+    export.add_argument(
+        "--onnx",
+        action="store_true",
+        help="Write --out/model.onnx instead (needs onnx + onnxruntime; adapters are merged; checked against torch).",
+    )
+    export.add_argument("--opset", type=int, default=17, help="ONNX opset for --onnx (default 17).")
     export.set_defaults(handler=_export)
+
+    push = commands.add_parser(
+        "push", help="Upload an output folder to the Hugging Face hub (token: `hf auth login` or HF_TOKEN)."
+    )
+    push.add_argument("output_dir")
+    push.add_argument("--repo-id", required=True, help="user/name or org/name; HF_ENDPOINT selects the hub.")
+    push.add_argument("--private", action="store_true", help="Create the repo private (an existing repo keeps its).")
+    push.add_argument("--revision", help="Branch to push to (created when missing).")
+    push.add_argument("--merge", action="store_true", help="Adapter runs: push the merged model, not the adapter.")
+    push.add_argument("--base-model", help="Hub id of the base model, when the recipe used a local path.")
+    push.add_argument(
+        "--dry-run",
+        nargs="?",
+        const="",
+        metavar="FOLDER",
+        help="Write the files a push would upload to FOLDER (default: OUTPUT_DIR.to-push) and list them; no network.",
+    )
+    push.set_defaults(handler=_push)
     return parser
 
 

@@ -134,20 +134,11 @@ def _record_base_model(staging: Path, base_model: str, rewrite_adapter: bool) ->
 
 
 def _stage_merged(output_dir: Path, staging: Path) -> None:
-    """Load the adapter run, merge the adapter into the base weights and save a plain transformers model."""
-    from hftransfer.saved import load_run
+    """The merged model as `hftransfer export --merge` writes it, plus the results the card reports."""
+    from hftransfer.export import export_run
 
-    run = load_run(output_dir)
-    model = run.model
-    if hasattr(model, "merge_and_unload"):
-        model = model.merge_and_unload()
-    if hasattr(model, "peft_config"):
-        raise HubError(f"Could not merge the adapter in {output_dir}; push it without --merge.")
-    model.save_pretrained(staging, safe_serialization=True)
-    run.tokenizer.save_pretrained(staging)
-    for name in (*REQUIRED_FILES, "labels.json"):
-        if (output_dir / name).is_file():
-            shutil.copy2(output_dir / name, staging / name)
+    export_run(output_dir, staging, merge=True, overwrite=True)
+    shutil.copy2(output_dir / "results.json", staging / "results.json")
 
 
 def dry_run(
@@ -160,6 +151,8 @@ def dry_run(
     replace: bool = False,
 ) -> list[str]:
     """Stage the upload into `target` without any network; `replace` allows clearing an earlier preview."""
+    if repo_id is not None:
+        check_repo_id(repo_id)
     target = Path(target)
     if Path(output_dir).resolve() == target.resolve():
         raise HubError("The dry-run folder must differ from the output folder (which a push never modifies).")
@@ -274,12 +267,12 @@ def _commit_with_retries(
             last = err
         except NETWORK_ERRORS as err:
             last = err
-        logger.warning("Upload attempt %d/%d to %s failed: %s", attempt, attempts, repo_id, _redact(str(last), token))
+        logger.warning("Upload attempt %d/%d to %s failed: %s", attempt, attempts, repo_id, _summary(last, token))
         if attempt < attempts:
             time.sleep(retry_wait_s * attempt)
     raise HubError(
         f"Uploading to {repo_id} on {endpoint} failed {attempts} times (last error: "
-        f"{type(last).__name__}: {_redact(str(last), token)}). The hub commit is atomic, so the repo is unchanged; "
+        f"{type(last).__name__}: {_summary(last, token)}). The hub commit is atomic, so the repo is unchanged; "
         "the local output folder is untouched. Push again when the hub is reachable."
     )
 
@@ -326,6 +319,12 @@ def _refuse_secret(staging: Path, files: list[str], token: str) -> None:
         raise HubError(f"Refusing to push: the access token appears in {leaked}. Remove it from those files.")
 
 
+def _summary(err: BaseException | None, token: str | None) -> str:
+    """The first line of an error, without the token: hub errors carry multi-line explanations."""
+    lines = [line for line in str(err).splitlines() if line.strip()]
+    return _redact(lines[0] if lines else type(err).__name__, token)
+
+
 def _redact(text: str, token: str | None) -> str:
     return text.replace(token, "***") if token else text
 
@@ -342,14 +341,14 @@ def _explained(endpoint: str, repo_id: str, token: str, outcome: str) -> Iterato
         hint = {
             401: "the token was rejected; run `hf auth login` again or check HF_TOKEN",
             403: f"the token has no write access to {repo_id}; use a write token or a namespace you own",
-        }.get(status, _redact(str(err).splitlines()[0] if str(err) else type(err).__name__, token))
+        }.get(status, _summary(err, token))
         raise HubError(
             f"Push to {repo_id} on {endpoint} failed: {hint}. {outcome.capitalize()}; "
             "the local output folder is untouched."
         ) from None
     except NETWORK_ERRORS as err:
         raise HubError(
-            f"Could not reach the hub at {endpoint} ({type(err).__name__}: {_redact(str(err), token)}). "
+            f"Could not reach the hub at {endpoint} ({type(err).__name__}: {_summary(err, token)}). "
             f"{outcome.capitalize()}; the local output folder is untouched. Check the network or HF_ENDPOINT."
         ) from None
 

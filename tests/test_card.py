@@ -12,9 +12,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 import yaml
+from conftest import write_tsv
 from huggingface_hub import ModelCard
 
-from conftest import write_tsv
 from hftransfer.card import render_model_card, write_model_card
 from hftransfer.config import load_config
 from hftransfer.saved import load_run
@@ -183,7 +183,7 @@ def test_distilled_and_image_outputs_render(full_run, tmp_path):
 def test_card_for_a_folder_without_results_is_a_clear_error(tmp_path):
     from hftransfer.card import CardError
 
-    with pytest.raises(CardError, match="results.json"):
+    with pytest.raises(CardError, match=r"results\.json"):
         render_model_card(tmp_path)
 
 
