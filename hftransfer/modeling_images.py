@@ -71,3 +71,25 @@ def batch_norm_names(model: nn.Module) -> list[str]:
         name.rsplit(".", 1)[-1] for name, m in model.named_modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)
     }
     return sorted(found)
+
+
+def check_same_preprocessing(student: Any, teacher: Any, teacher_name: str) -> None:
+    """A distillation teacher reads the student's pixel_values, so both processors must make the same ones."""
+    from PIL import Image
+
+    from hftransfer.errors import UserError
+
+    if teacher is None or not hasattr(teacher, "image_mean"):
+        raise UserError(
+            f"Teacher '{teacher_name}' has no image processor (preprocessor_config.json), so its input "
+            "preprocessing cannot be checked against the student's. Save it in the teacher's folder."
+        )
+    probe = Image.new("RGB", (61, 47), (200, 30, 90))
+    ours, theirs = (p(images=[probe], return_tensors="np")["pixel_values"] for p in (student, teacher))
+    if ours.shape != theirs.shape or not (abs(ours - theirs) < 1e-4).all():
+        raise UserError(
+            f"The student's and teacher '{teacher_name}''s image processors prepare images differently "
+            f"(student: {ours.shape[-2:]} pixels, mean {student.image_mean}; teacher: {theirs.shape[-2:]} pixels, "
+            f"mean {teacher.image_mean}); the teacher would see inputs unlike its training. "
+            "Give the student the teacher's preprocessor_config.json."
+        )
