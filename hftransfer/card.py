@@ -92,14 +92,23 @@ def _dataset_label(recipe: dict) -> str:
     if data.get("dataset"):
         return data["dataset"] + (f" ({data['dataset_config']})" if data.get("dataset_config") else "")
     files = [Path(str(data[k])).name for k in ("train_file", "validation_file") if data.get(k)]
-    return "local files " + " / ".join(f"`{f}`" for f in files) if files else "local data"
+    if files:
+        return "local files " + " / ".join(f"`{f}`" for f in files)
+    folders = [Path(str(data[k])).name for k in ("train_dir", "validation_dir") if data.get(k)]
+    return "local image folders " + " / ".join(f"`{f}`" for f in folders) if folders else "local data"
+
+
+def _task(recipe: dict, results: dict) -> str:
+    """The resolved task; a recipe saying `auto` defers to what the run recorded."""
+    task = recipe.get("task")
+    return task if task and task != "auto" else results.get("task") or "text-classification"
 
 
 def card_metadata(folder: str | Path, *, model_name: str | None = None, merged: bool = False) -> ModelCardData:
     """The YAML header: base_model, datasets, library_name, pipeline_tag, tags, metrics and model-index."""
     results, recipe, _, adapter = _read(Path(folder))
     adapter_card = adapter is not None and not merged
-    task = recipe.get("task") or results.get("task") or "text-classification"
+    task = _task(recipe, results)
     strategy = results.get("strategy", "full")
     datasets = _dataset_ids(recipe)
     data = recipe.get("data") or {}
@@ -140,7 +149,9 @@ def card_metadata(folder: str | Path, *, model_name: str | None = None, merged: 
 
 
 def _local_dataset_name(data: dict) -> str:
-    train_file = data.get("train_file")
+    train_file, train_dir = data.get("train_file"), data.get("train_dir")
+    if train_dir and not train_file:
+        return Path(str(train_dir)).parent.name or "local"
     if not train_file:
         return "local"
     path = Path(str(train_file).removeprefix("pkg:"))
@@ -191,7 +202,7 @@ def _body(
 ) -> list[str]:
     evaluation, train, data = results["eval"], recipe.get("train") or {}, recipe.get("data") or {}
     strategy = results.get("strategy", "full")
-    task = recipe.get("task") or results.get("task") or "text-classification"
+    task = _task(recipe, results)
     base_ref = base_model or results.get("model") or (recipe.get("model") or {}).get("name_or_path", "?")
     adapter_card = adapter is not None and not merged
     how = STRATEGY_SUMMARIES.get(strategy, f"the `{strategy}` strategy")

@@ -203,3 +203,32 @@ def test_predict_round_trip_matches_the_training_run_eval(full_run, toy_files):
     assert again["confusion_matrix"] == results["eval"]["confusion_matrix"]
     assert again["accuracy"] == results["eval"]["accuracy"]
     assert again["roc_auc"] == pytest.approx(results["eval"]["roc_auc"], abs=1e-6)
+
+
+def test_image_run_card_snippet_matches_predict(tmp_path):
+    """A real tiny-ResNet image run: image metadata, and the card's pipeline labels an image like `predict`."""
+    from test_images import save_tiny_resnet, write_folder
+
+    model = save_tiny_resnet(tmp_path / "resnet")
+    train_dir, val_dir = write_folder(tmp_path / "train", 4, seed=0), write_folder(tmp_path / "val", 2, seed=1)
+    out = tmp_path / "image-run"
+    train(
+        load_config(
+            None,
+            [
+                f"model.name_or_path={model}",
+                f"data.train_dir={train_dir}",
+                f"data.validation_dir={val_dir}",
+                f"train.output_dir={out}",
+                "train.max_steps=2",
+                "train.batch_size=6",
+            ],
+        )
+    )
+    text = (out / "README.md").read_text()
+    meta = _front_matter(text)
+    assert meta["pipeline_tag"] == "image-classification" and "image-classification" in meta["tags"]
+    assert "local image folders `train` / `val`" in text
+    image = str(next(p for p in sorted((val_dir / "red").iterdir()) if p.suffix == ".png"))
+    from_card, from_predict = _run_snippet(text, image), _predicted(out, image)
+    assert from_card == pytest.approx(from_predict, abs=1e-4)
