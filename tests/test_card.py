@@ -205,6 +205,7 @@ def test_predict_round_trip_matches_the_training_run_eval(full_run, toy_files):
     assert again["roc_auc"] == pytest.approx(results["eval"]["roc_auc"], abs=1e-6)
 
 
+@pytest.mark.slow
 def test_image_run_card_snippet_matches_predict(tmp_path):
     """A real tiny-ResNet image run: image metadata, and the card's pipeline labels an image like `predict`."""
     from test_images import save_tiny_resnet, write_folder

@@ -94,6 +94,7 @@ def test_full_mean_pooled_export_reproduces_the_training_eval(tiny_bert_dir, dat
     np.testing.assert_allclose(scores, predicted, atol=1e-5)
 
 
+@pytest.mark.slow
 def test_lora_export_merges_the_adapter(tiny_bert_dir, data, tmp_path):
     pytest.importorskip("onnxruntime")
     pytest.importorskip("onnx")
