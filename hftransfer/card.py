@@ -92,8 +92,10 @@ def _dataset_label(recipe: dict) -> str:
     if data.get("dataset"):
         return data["dataset"] + (f" ({data['dataset_config']})" if data.get("dataset_config") else "")
     files = [Path(str(data[k])).name for k in ("train_file", "validation_file") if data.get(k)]
+    recorded = (recipe.get("hub") or {}).get("datasets")
     if files:
-        return "local files " + " / ".join(f"`{f}`" for f in files)
+        local = "local files " + " / ".join(f"`{f}`" for f in files)
+        return f"{', '.join(recorded)} ({local})" if recorded else local
     folders = [Path(str(data[k])).name for k in ("train_dir", "validation_dir") if data.get(k)]
     return "local image folders " + " / ".join(f"`{f}`" for f in folders) if folders else "local data"
 
