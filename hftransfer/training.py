@@ -21,7 +21,7 @@ from hftransfer.metrics import classification_metrics
 from hftransfer.modeling import count_parameters
 from hftransfer.outputs import folder_size_bytes, publish, staging_dir, write_json
 from hftransfer.saved import LABELS_FILE, RECIPE_FILE, RESULTS_FILE
-from hftransfer.strategies import build_strategy
+from hftransfer.strategies import STRATEGIES, build_strategy
 from hftransfer.tasks import get_task, resolve_task
 
 logger = logging.getLogger("hftransfer")
@@ -38,6 +38,7 @@ def train(config: RunConfig) -> dict:
     model = task.load_model(config.model, data.labels)
     strategy = build_strategy(config.strategy)
     model = strategy.prepare(model)
+    data = strategy.prepare_data(model, data, tokenizer, config)
     trainable, total = count_parameters(model)
     logger.info("Training %s of %s parameters (%s strategy)", f"{trainable:,}", f"{total:,}", strategy.name)
 
@@ -89,6 +90,9 @@ def train(config: RunConfig) -> dict:
     }
     if data.notes:
         results["data"] = data.notes
+    extra = strategy.extra_results(outcome.model, metrics, work)
+    if extra:
+        results[strategy.name] = extra
     write_json(work / RESULTS_FILE, results)
     _write_card(work, config.train.output_dir)
     publish(work, config.train.output_dir)
@@ -128,4 +132,7 @@ def format_report(results: dict) -> str:
         ),
         f"confusion matrix (rows = true {list(m['per_class'])}): {m['confusion_matrix']}",
     ]
+    strategy = STRATEGIES.get(results["strategy"])
+    if strategy is not None:
+        lines.extend(strategy.report_lines(results))
     return "\n".join(lines)

@@ -53,11 +53,21 @@ def tokenize_split(split: Dataset, tokenizer: PreTrainedTokenizerBase, config: D
 
 
 class DynamicPaddingCollator:
-    """Pad each batch to its own longest sequence; drop the bookkeeping `length` column."""
+    """Pad each batch to its own longest sequence; drop the bookkeeping `length` column.
+
+    Columns the tokenizer does not know (e.g. cached `teacher_logits`, one fixed-size float vector per
+    row) are stacked as they are instead of going through padding.
+    """
+
+    _PADDED = ("labels", "label", "label_ids")
 
     def __init__(self, tokenizer: PreTrainedTokenizerBase, pad_to_multiple_of: int | None = None) -> None:
         self._pad = DataCollatorWithPadding(tokenizer, pad_to_multiple_of=pad_to_multiple_of)
+        self._inputs = set(tokenizer.model_input_names) | set(self._PADDED)
 
     def __call__(self, features: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
-        features = [{k: v for k, v in f.items() if k != "length"} for f in features]
-        return dict(self._pad(features))
+        extra = [k for k in features[0] if k not in self._inputs and k != "length"] if features else []
+        padded = dict(self._pad([{k: v for k, v in f.items() if k in self._inputs} for f in features]))
+        for key in extra:
+            padded[key] = torch.as_tensor([f[key] for f in features])
+        return padded

@@ -8,11 +8,17 @@ what gets written (`save`). Loops never special-case a strategy.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedTokenizerBase
+
+    from hftransfer.config import RunConfig
+    from hftransfer.data import PreparedData
 
 NO_DECAY_MARKERS = ("bias", "layernorm", "layer_norm", "norm.weight", "LayerNorm")
 
@@ -50,3 +56,18 @@ class Strategy:
 
     def save(self, model: nn.Module, output_dir: str | Path) -> None:
         model.save_pretrained(output_dir, safe_serialization=True)
+
+    def prepare_data(
+        self, model: nn.Module, data: PreparedData, tokenizer: PreTrainedTokenizerBase, config: RunConfig
+    ) -> PreparedData:
+        """Checks and extra columns that need the data (distillation caches teacher logits here). Default: none."""
+        return data
+
+    def extra_results(self, model: nn.Module, metrics: dict, output_dir: Path) -> dict:
+        """Strategy-specific entries for results.json (stored under the strategy's name), after `save`."""
+        return {}
+
+    @classmethod
+    def report_lines(cls, results: dict) -> list[str]:
+        """Console report lines for the entries `extra_results` wrote."""
+        return []

@@ -1,0 +1,355 @@
+"""Knowledge distillation: a fine-tuned teacher's soft labels train a smaller student.
+
+The student is `model.name_or_path`, as in every strategy: it is what trains, gets saved, and whose
+tokenizer encodes the data. `strategy.distill.student_layers` shrinks it to a subset of its blocks;
+pointing `model.name_or_path` at the teacher's folder gives a DistilBERT-style student that starts
+from the teacher's embeddings, chosen blocks and classification head. The teacher
+(`strategy.distill.teacher`) stays frozen in eval mode and never joins the optimizer.
+
+Loss: `alpha * T^2 * KL(softmax(t/T) || softmax(s/T)) + (1 - alpha) * CE(s, y)`, plus optionally
+`hidden_weight * (MSE or 1 - cosine)` between mapped hidden states (projected when widths differ).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import TYPE_CHECKING, Literal
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from hftransfer.schema import ConfigError
+from hftransfer.strategies.base import Strategy
+from hftransfer.students import keep_layers
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedTokenizerBase
+
+    from hftransfer.config import RunConfig
+    from hftransfer.data import PreparedData
+    from hftransfer.teachers import Teacher
+
+logger = logging.getLogger("hftransfer")
+
+TEACHER_LOGITS = "teacher_logits"  # the column hftransfer.teacher_cache writes
+
+
+@dataclass
+class DistillConfig:
+    teacher: str | None = None
+    """The fine-tuned teacher: an hftransfer output folder, any classifier folder, a LoRA adapter folder, a Hub id."""
+    teacher_revision: str | None = None
+    student_layers: list[int] | None = None
+    """Keep only these blocks (0-based) of model.name_or_path; set model.name_or_path to the teacher to cut the
+    student from it, e.g. [0, 2, 4] of a 6-block teacher. Leave empty to train model.name_or_path as it is."""
+    temperature: float = 2.0
+    alpha: float = 0.5
+    """Weight of the distillation term; 1 - alpha weighs cross-entropy on the true labels."""
+    cache_teacher_logits: bool = True
+    """Compute the teacher's train logits once, before training (epochs then cost only the student's passes).
+    Set false when inputs change between epochs (augmentation). Hidden-state losses always run the teacher live."""
+    hidden_loss: Literal["none", "mse", "cosine"] = "none"
+    hidden_weight: float = 1.0
+    hidden_layers: list[list[int]] | None = None
+    """[[student, teacher], ...] hidden-state indices (0 = embeddings, i = output of block i). Default: each
+    student block to the teacher block it was cut from (student_layers), else spread evenly."""
+    check_teacher: bool = True
+    """Score the teacher on the validation split first and stop the run when it is at chance level."""
+    measure_latency: bool = True
+    """Time teacher and student inference (batch 1 and 64) after training, for the report."""
+
+    def __post_init__(self) -> None:
+        if self.temperature <= 0:
+            raise ConfigError(f"strategy.distill.temperature must be positive, got {self.temperature}.")
+        if not 0.0 <= self.alpha <= 1.0:
+            raise ConfigError(f"strategy.distill.alpha weighs the distillation term, in [0, 1]; got {self.alpha}.")
+        if self.hidden_weight < 0:
+            raise ConfigError(f"strategy.distill.hidden_weight must be >= 0, got {self.hidden_weight}.")
+        for pair in self.hidden_layers or []:
+            if len(pair) != 2 or min(pair) < 0:
+                raise ConfigError(f"strategy.distill.hidden_layers takes [student, teacher] index pairs, got {pair}.")
+
+    def require_teacher(self) -> None:
+        if not self.teacher:
+            raise ConfigError(
+                "strategy.distill.teacher is empty: point it at a fine-tuned classifier (e.g. the output folder of "
+                "`hftransfer train recipes/text-sst2-minilm-full.yaml`)."
+            )
+
+
+def distillation_loss(
+    student_logits: torch.Tensor,
+    teacher_logits: torch.Tensor,
+    labels: torch.Tensor,
+    temperature: float,
+    alpha: float,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(total, distillation term incl. T^2, cross-entropy). T^2 keeps soft-target gradients on the CE scale."""
+    s, t = student_logits.float(), teacher_logits.float().detach()
+    kd = F.kl_div(
+        F.log_softmax(s / temperature, dim=-1),
+        F.log_softmax(t / temperature, dim=-1),
+        reduction="batchmean",
+        log_target=True,
+    ) * (temperature**2)
+    ce = F.cross_entropy(s, labels)
+    return alpha * kd + (1 - alpha) * ce, kd, ce
+
+
+def hidden_state_loss(
+    student: torch.Tensor, teacher: torch.Tensor, mask: torch.Tensor | None, kind: str
+) -> torch.Tensor:
+    """Mean over real (unpadded) tokens of MSE or 1 - cosine between [batch, tokens, width] states."""
+    student, teacher = student.float(), teacher.float().detach()
+    per_token = (
+        (student - teacher).pow(2).mean(dim=-1) if kind == "mse" else 1 - F.cosine_similarity(student, teacher, dim=-1)
+    )
+    if mask is None:
+        return per_token.mean()
+    mask = mask.to(per_token.dtype)
+    return (per_token * mask).sum() / mask.sum().clamp(min=1)
+
+
+def default_layer_map(student_layers: list[int] | None, student_depth: int, teacher_depth: int) -> list[list[int]]:
+    if student_layers:
+        return [[i + 1, teacher_block + 1] for i, teacher_block in enumerate(student_layers)]
+    return [[j, round(j * teacher_depth / student_depth)] for j in range(1, student_depth + 1)]
+
+
+class DistillStrategy(Strategy):
+    """Distillation from a frozen teacher; research code may pass the teacher model directly."""
+
+    name = "distill"
+
+    def __init__(
+        self,
+        config: DistillConfig | None = None,
+        teacher: nn.Module | None = None,
+        teacher_tokenizer: PreTrainedTokenizerBase | None = None,
+    ) -> None:
+        super().__init__(config or DistillConfig())
+        self.teacher: nn.Module | None = None
+        self.loaded: Teacher | None = None
+        if teacher is not None:
+            from hftransfer.data.labels import LabelMap
+            from hftransfer.teachers import Teacher, state_bytes
+
+            teacher.eval().requires_grad_(False)
+            labels = LabelMap.from_model_config(teacher.config.id2label)
+            self.loaded = Teacher(teacher, teacher_tokenizer, labels, "<given>", state_bytes(teacher))
+            self.teacher = teacher
+        self.projection: nn.Module | None = None
+        self.layer_map: list[list[int]] = []
+        self.autocast_dtype: torch.dtype | None = None
+        self._report: dict = {}
+        self._latency_inputs: tuple | None = None
+
+    # --- setup -------------------------------------------------------------------------------------------------
+
+    def prepare(self, model: nn.Module) -> nn.Module:
+        if self.config.student_layers:
+            keep_layers(model, self.config.student_layers)
+        for param in model.parameters():
+            param.requires_grad_(True)
+        if self.teacher is None:
+            from hftransfer.teachers import load_teacher
+
+            self.config.require_teacher()
+            self.loaded = load_teacher(self.config.teacher, self.config.teacher_revision)
+            self.teacher = self.loaded.model
+        if self.config.hidden_loss != "none":
+            self._setup_hidden(model)
+        return model
+
+    def _setup_hidden(self, student: nn.Module) -> None:
+        s_config, t_config = student.config, self.teacher.config
+        self.layer_map = self.config.hidden_layers or default_layer_map(
+            self.config.student_layers, s_config.num_hidden_layers, t_config.num_hidden_layers
+        )
+        for s_index, t_index in self.layer_map:
+            if s_index > s_config.num_hidden_layers or t_index > t_config.num_hidden_layers:
+                raise ConfigError(
+                    f"strategy.distill.hidden_layers pair {[s_index, t_index]} is out of range: the student has "
+                    f"{s_config.num_hidden_layers} blocks, the teacher {t_config.num_hidden_layers} (0 = embeddings)."
+                )
+        if s_config.hidden_size != t_config.hidden_size:
+            self.projection = nn.Linear(s_config.hidden_size, t_config.hidden_size)
+
+    def prepare_data(
+        self, model: nn.Module, data: PreparedData, tokenizer: PreTrainedTokenizerBase, config: RunConfig
+    ) -> PreparedData:
+        """Check the teacher against the data, score it, and cache its train logits."""
+        from hftransfer.data.images import AUGMENT_COLUMN
+        from hftransfer.inference import dataset_logits
+        from hftransfer.loops.common import autocast_dtype, resolve_precision
+        from hftransfer.metrics import classification_metrics
+        from hftransfer.teacher_cache import with_teacher_logits
+        from hftransfer.teachers import check_label_mapping, check_teacher_accuracy, check_tokenizers
+
+        name = self.loaded.location
+        check_label_mapping(self.loaded.labels, data.labels, name)
+        from hftransfer.tasks import IMAGE, get_task
+
+        if config.task == IMAGE:
+            from hftransfer.modeling_images import check_same_preprocessing
+
+            check_same_preprocessing(tokenizer, self.loaded.tokenizer, name)
+        else:
+            check_tokenizers(tokenizer, self.loaded.tokenizer, name)
+        self.autocast_dtype = autocast_dtype(resolve_precision(config.train.precision))
+        device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        collator = get_task(config.task).make_collator(tokenizer, config.data)
+        batch_size = config.train.eval_batch_size
+
+        started = time.perf_counter()
+        eval_logits = dataset_logits(self.teacher, data.validation, collator, batch_size, device, self.autocast_dtype)
+        teacher_eval = classification_metrics(data.validation["labels"], eval_logits, label_names=data.labels.names)
+        self._report = {"teacher_eval": teacher_eval, "teacher_eval_runtime_s": time.perf_counter() - started}
+        if self.config.check_teacher:
+            check_teacher_accuracy(data.validation["labels"], eval_logits, name)
+        logger.info("Teacher %s: validation accuracy %.4f", name, teacher_eval["accuracy"])
+
+        augmented = AUGMENT_COLUMN in data.train.column_names  # inputs differ every epoch: cached logits would not fit
+        live = not self.config.cache_teacher_logits or self.config.hidden_loss != "none" or augmented
+        self._report["teacher_logits"] = "live" if live else "cached"
+        if not live:
+            started = time.perf_counter()
+            train_logits = dataset_logits(self.teacher, data.train, collator, batch_size, device, self.autocast_dtype)
+            data = replace(data, train=with_teacher_logits(data.train, train_logits))
+            self._report["teacher_cache_s"] = time.perf_counter() - started
+            logger.info("Cached teacher logits for %d rows in %.1fs", len(data.train), self._report["teacher_cache_s"])
+        if self.config.measure_latency:
+            self._latency_inputs = (data.validation, collator)
+        return data
+
+    # --- training ----------------------------------------------------------------------------------------------
+
+    def _teacher_forward(self, inputs: dict, device: torch.device, hidden: bool):
+        if next(self.teacher.parameters()).device != device:
+            self.teacher.to(device)
+        dtype = self.autocast_dtype
+        with torch.no_grad(), torch.autocast(device.type, dtype=dtype, enabled=dtype is not None):
+            return self.teacher(**inputs, output_hidden_states=hidden)
+
+    def loss(self, model: nn.Module, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+        inputs = {k: v for k, v in batch.items() if k not in ("labels", TEACHER_LOGITS)}
+        hidden = self.config.hidden_loss != "none"
+        outputs = model(**inputs, output_hidden_states=hidden) if hidden else model(**inputs)
+        logits = outputs.logits
+        teacher_out = None
+        if TEACHER_LOGITS in batch and not hidden:
+            teacher_logits = batch[TEACHER_LOGITS]
+        else:
+            teacher_out = self._teacher_forward(inputs, logits.device, hidden)
+            teacher_logits = teacher_out.logits
+        loss, _, _ = distillation_loss(
+            logits, teacher_logits, batch["labels"], self.config.temperature, self.config.alpha
+        )
+        if hidden and self.config.hidden_weight > 0:
+            loss = loss + self.config.hidden_weight * self._hidden_loss(outputs, teacher_out, inputs)
+        return loss, logits
+
+    def _hidden_loss(self, student_out, teacher_out, inputs: dict) -> torch.Tensor:
+        terms = []
+        for s_index, t_index in self.layer_map:
+            student_state = student_out.hidden_states[s_index]
+            if self.projection is not None:
+                if self.projection.weight.device != student_state.device:
+                    self.projection.to(student_state.device)
+                student_state = self.projection(student_state)
+            terms.append(
+                hidden_state_loss(
+                    student_state,
+                    teacher_out.hidden_states[t_index],
+                    inputs.get("attention_mask"),
+                    self.config.hidden_loss,
+                )
+            )
+        return torch.stack(terms).mean()
+
+    def parameter_groups(self, model: nn.Module, learning_rate: float, weight_decay: float) -> list[dict]:
+        groups = super().parameter_groups(model, learning_rate, weight_decay)
+        if self.projection is not None:
+            groups.append({"params": list(self.projection.parameters()), "weight_decay": 0.0, "lr": learning_rate})
+        return groups
+
+    # --- reporting ---------------------------------------------------------------------------------------------
+
+    def extra_results(self, model: nn.Module, metrics: dict, output_dir: Path) -> dict:
+        from hftransfer.modeling import count_parameters
+        from hftransfer.teachers import weights_on_disk
+
+        teacher_eval = self._report.get("teacher_eval", {})
+        teacher_params = sum(p.numel() for p in self.teacher.parameters())
+        student_params = count_parameters(model)[1]
+        result = {
+            "teacher_model": self.loaded.location,
+            "teacher_logits": self._report.get("teacher_logits"),
+            "teacher_cache_s": self._report.get("teacher_cache_s"),
+            "temperature": self.config.temperature,
+            "alpha": self.config.alpha,
+            "hidden_loss": self.config.hidden_loss,
+            "student_layers": self.config.student_layers,
+            "teacher": {
+                "accuracy": teacher_eval.get("accuracy"),
+                "f1": teacher_eval.get("f1"),
+                "params": teacher_params,
+                "size_bytes": self.loaded.size_bytes,
+            },
+            "student": {
+                "accuracy": metrics["accuracy"],
+                "f1": metrics["f1"],
+                "params": student_params,
+                "size_bytes": weights_on_disk(output_dir),
+            },
+            "retention": metrics["accuracy"] / teacher_eval["accuracy"] if teacher_eval.get("accuracy") else None,
+            "param_ratio": student_params / teacher_params,
+        }
+        if self._latency_inputs is not None:
+            result["latency_ms"] = self._latency(model)
+            for batch_size in ("1", "64"):
+                t, s = result["latency_ms"]["teacher"][batch_size], result["latency_ms"]["student"][batch_size]
+                result[f"speedup_batch{batch_size}"] = t / s if s > 0 else None
+        return result
+
+    def _latency(self, model: nn.Module) -> dict:
+        from hftransfer.latency import compare_latency, sample_batches
+
+        dataset, collator = self._latency_inputs
+        device = next(model.parameters()).device
+        self.teacher.to(device)
+        models = {"teacher": self.teacher, "student": model}
+        out: dict[str, dict[str, float]] = {"teacher": {}, "student": {}}
+        for batch_size, count in ((1, 20), (64, 5)):
+            batches = sample_batches(dataset, collator, batch_size, count)
+            timed = compare_latency(models, batches, device, autocast_dtype=self.autocast_dtype)
+            for who, ms in timed.items():
+                out[who][str(batch_size)] = ms
+        return out
+
+    @classmethod
+    def report_lines(cls, results: dict) -> list[str]:
+        d = results.get(cls.name)
+        if not d:
+            return []
+        rows = [("", "teacher", "student")]
+        for key, fmt in (("accuracy", "{:.4f}"), ("f1", "{:.4f}"), ("params", "{:,}")):
+            rows.append((key, fmt.format(d["teacher"][key]), fmt.format(d["student"][key])))
+        rows.append(
+            ("size", f"{d['teacher']['size_bytes'] / 2**20:.1f} MiB", f"{d['student']['size_bytes'] / 2**20:.1f} MiB")
+        )
+        for batch_size in ("1", "64"):
+            if "latency_ms" in d:
+                t, s = d["latency_ms"]["teacher"][batch_size], d["latency_ms"]["student"][batch_size]
+                rows.append((f"latency b{batch_size}", f"{t:.1f} ms", f"{s:.1f} ms"))
+        lines = [f"distillation from {d['teacher_model']} (teacher logits {d['teacher_logits']}):"]
+        lines += [f"  {a:<12}{b:>14}{c:>14}" for a, b, c in rows]
+        summary = f"  retention {d['retention']:.3f}" if d.get("retention") is not None else "  retention n/a"
+        if "speedup_batch1" in d:
+            summary += f", speedup {d['speedup_batch1']:.2f}x (batch 1), {d['speedup_batch64']:.2f}x (batch 64)"
+        lines.append(summary + f", params {d['param_ratio']:.2f}x")
+        return lines

@@ -1,0 +1,203 @@
+"""Load a fine-tuned teacher and check, before any training, that it can teach this data.
+
+A teacher is an hftransfer output folder, any sequence-classifier folder, a LoRA adapter folder
+(merged into its base model), a Hub id or a `pkg:` path. It keeps its own label mapping, which
+must equal the data's: distilling from a teacher whose class 0 means something else teaches noise.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from torch import nn
+from transformers import AutoModelForSequenceClassification, AutoTokenizer, PreTrainedTokenizerBase
+
+from hftransfer.data.labels import LabelMap
+from hftransfer.errors import UserError
+from hftransfer.paths import resolve_location
+
+logger = logging.getLogger("hftransfer")
+
+ADAPTER_CONFIG = "adapter_config.json"
+LABELS_FILE = "labels.json"
+RECIPE_FILE = "config.yaml"  # what marks an hftransfer output folder (hftransfer.saved)
+# Sample texts that tell tokenizers apart: casing, accents, digits, punctuation, rare words.
+TOKENIZER_PROBES = (
+    "Hello World! It's a GREAT film, isn't it?",
+    "Café naïve résumé — 12,345.67 % #hashtag @user",
+    "unbelievably overhyped antidisestablishmentarianism",
+)
+
+
+class TeacherError(UserError):
+    """A teacher that cannot teach this run; the message says why and what to change."""
+
+
+@dataclass
+class Teacher:
+    model: nn.Module
+    tokenizer: PreTrainedTokenizerBase | None
+    labels: LabelMap
+    location: str
+    size_bytes: int
+    """Weights on disk (safetensors) for a local full-model folder, otherwise the weights' bytes in memory."""
+
+
+def state_bytes(model: nn.Module) -> int:
+    return sum(t.numel() * t.element_size() for t in model.state_dict().values())
+
+
+def weights_on_disk(folder: str | Path) -> int:
+    """Size of the model weights directly in `folder` (not its checkpoints/ subfolder)."""
+    return sum(p.stat().st_size for p in Path(folder).glob("*.safetensors"))
+
+
+def _saved_labels(folder: Path) -> LabelMap | None:
+    path = folder / LABELS_FILE
+    if not path.is_file():
+        return None
+    saved = json.loads(path.read_text())
+    return LabelMap(names=tuple(saved["names"]), raw_values=tuple(saved["raw_values"]))
+
+
+def _load_tokenizer(location: str, revision: str | None) -> PreTrainedTokenizerBase | None:
+    try:
+        return AutoTokenizer.from_pretrained(location, revision=revision)
+    except (OSError, ValueError, TypeError):
+        return None
+
+
+def _load_adapter(folder: Path, labels: LabelMap | None) -> nn.Module:
+    from peft import PeftConfig, PeftModel
+
+    if labels is None:
+        raise TeacherError(
+            f"Teacher adapter folder {folder} has no {LABELS_FILE}, so its classes are unknown. "
+            "Use an hftransfer output folder, or merge the adapter and save the full model."
+        )
+    base_location = resolve_location(PeftConfig.from_pretrained(str(folder)).base_model_name_or_path)
+    base = AutoModelForSequenceClassification.from_pretrained(
+        base_location,
+        use_safetensors=True,
+        num_labels=labels.num_labels,
+        id2label=labels.id2label,
+        label2id=labels.label2id,
+        problem_type="single_label_classification",
+        ignore_mismatched_sizes=True,
+    )
+    return PeftModel.from_pretrained(base, str(folder)).merge_and_unload()
+
+
+def load_teacher(spec: str, revision: str | None = None) -> Teacher:
+    """Load the teacher frozen in eval mode; a checkpoint without a trained head is refused."""
+    location = resolve_location(spec)
+    folder = Path(location)
+    if folder.is_dir() and (folder / RECIPE_FILE).is_file():  # an hftransfer run: pooling and adapters as saved
+        from hftransfer.saved import load_run
+
+        run = load_run(folder)
+        adapter = (folder / ADAPTER_CONFIG).is_file()
+        model = run.model.merge_and_unload() if adapter else run.model
+        model.eval().requires_grad_(False)
+        size = state_bytes(model) if adapter else weights_on_disk(folder)
+        return Teacher(model, run.tokenizer, run.labels, spec, size)
+    labels = _saved_labels(folder) if folder.is_dir() else None
+    if folder.is_dir() and (folder / ADAPTER_CONFIG).is_file():
+        model = _load_adapter(folder, labels)
+        size = state_bytes(model)
+    else:
+        model, info = AutoModelForSequenceClassification.from_pretrained(
+            location, revision=revision, use_safetensors=True, output_loading_info=True
+        )
+        fresh = [k for k in info["missing_keys"] if "classifier" in k or "score" in k or "head" in k]
+        if fresh:
+            raise TeacherError(
+                f"Teacher '{spec}' has no trained classification head (missing {sorted(fresh)[:3]}): it is a base "
+                "checkpoint, not a fine-tuned classifier. Fine-tune it first (e.g. `hftransfer train "
+                "recipes/text-sst2-minilm-full.yaml`) and set strategy.distill.teacher to that output folder."
+            )
+        size = weights_on_disk(folder) if folder.is_dir() else 0
+        size = size or state_bytes(model)
+    if labels is None:
+        labels = LabelMap.from_model_config(model.config.id2label)
+    model.eval().requires_grad_(False)
+    return Teacher(model, _load_tokenizer(location, revision), labels, spec, size)
+
+
+def _generic_names(names: tuple[str, ...]) -> bool:
+    return all(name == f"LABEL_{i}" for i, name in enumerate(names))
+
+
+def check_label_mapping(teacher: LabelMap, data: LabelMap, teacher_name: str) -> None:
+    """Same classes in the same id order; transformers' placeholder names (LABEL_0, ...) only need the count."""
+    if teacher.num_labels != data.num_labels:
+        raise TeacherError(
+            f"Teacher '{teacher_name}' predicts {teacher.num_labels} classes {list(teacher.names)} but the data has "
+            f"{data.num_labels} {list(data.names)}. Use a teacher fine-tuned on this task."
+        )
+    if tuple(teacher.names) == tuple(data.names):
+        return
+    if _generic_names(teacher.names):
+        logger.warning(
+            "Teacher '%s' has placeholder class names %s; assuming they mean %s in that order "
+            "(the teacher's validation score below confirms or refutes it).",
+            teacher_name,
+            list(teacher.names),
+            list(data.names),
+        )
+        return
+    raise TeacherError(
+        f"Teacher '{teacher_name}' labels its classes {list(teacher.names)} (id order) but the data's are "
+        f"{list(data.names)}. Distilling would teach the wrong classes. Set data.label_names to the teacher's order, "
+        "or use a teacher trained with this label mapping."
+    )
+
+
+def check_tokenizers(student: PreTrainedTokenizerBase, teacher: PreTrainedTokenizerBase | None, name: str) -> None:
+    """The teacher reads the student's token ids, so both tokenizers must encode text identically."""
+    if teacher is None:
+        raise TeacherError(
+            f"Teacher '{name}' has no tokenizer files, so it cannot be checked against the student's. "
+            "Save the teacher's tokenizer in its folder (hftransfer output folders have it)."
+        )
+    same_vocab = student.get_vocab() == teacher.get_vocab()
+    same_ids = same_vocab and all(student(text)["input_ids"] == teacher(text)["input_ids"] for text in TOKENIZER_PROBES)
+    if not same_ids:
+        problem = "different vocabularies" if not same_vocab else "different normalization (casing/accents)"
+        raise TeacherError(
+            f"The student's tokenizer and teacher '{name}''s tokenizer differ ({problem}): the teacher would read "
+            "wrong token ids. Pick a student from the teacher's model family (same tokenizer), or cut the student "
+            "from the teacher with strategy.distill.student_layers."
+        )
+
+
+def check_teacher_accuracy(references: np.ndarray, logits: np.ndarray, name: str) -> dict:
+    """Stop when the teacher is no better than always predicting the majority class.
+
+    The bar is chance plus two standard errors of accuracy at that rate (at least 2 points),
+    so a small validation split does not pass a lucky random head.
+    """
+    references = np.asarray(references)
+    predictions = np.asarray(logits).argmax(axis=-1)
+    accuracy = float((predictions == references).mean())
+    counts = np.bincount(references, minlength=logits.shape[1])
+    chance = float(max(counts.max() / len(references), 1.0 / logits.shape[1]))
+    margin = max(0.02, 2 * math.sqrt(chance * (1 - chance) / len(references)))
+    if accuracy < chance + margin:
+        hint = (
+            " It is below chance, which suggests its classes are in another order than the data's."
+            if accuracy < chance - margin
+            else " A freshly initialized classification head (a base checkpoint, not a fine-tuned one) does this."
+        )
+        raise TeacherError(
+            f"Teacher '{name}' scores {accuracy:.3f} accuracy on the validation split, at chance level "
+            f"({chance:.3f} = always predicting the most frequent class; needs at least {chance + margin:.3f})."
+            f"{hint} A student cannot learn from it: fine-tune the teacher first, or set "
+            "strategy.distill.check_teacher=false to train anyway."
+        )
+    return {"accuracy": accuracy, "chance_accuracy": chance}

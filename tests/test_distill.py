@@ -1,0 +1,364 @@
+"""Distillation: the loss, the frozen teacher, layer-subset students, safety checks, caching and the CLI."""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+import random
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from datasets import Dataset
+from transformers import AutoTokenizer, BertConfig, BertForSequenceClassification, BertModel
+
+from hftransfer.cli import main
+from hftransfer.config import load_config
+from hftransfer.data import DynamicPaddingCollator, LabelMap
+from hftransfer.data.text import tokenize_split
+from hftransfer.saved import load_run
+from hftransfer.schema import ConfigError
+from hftransfer.strategies import build_strategy
+from hftransfer.strategies.distill import DistillConfig, DistillStrategy, distillation_loss, hidden_state_loss
+from hftransfer.students import StudentError, keep_layers
+from hftransfer.teacher_cache import TEACHER_LOGITS, cache_teacher_logits
+from hftransfer.teachers import TeacherError, check_label_mapping, check_teacher_accuracy, check_tokenizers
+from hftransfer.training import train
+
+RECIPE = Path(__file__).parent.parent / "recipes" / "text-sst2-minilm-distill.yaml"
+
+
+def _toy_rows(rng: random.Random, n: int) -> list[str]:
+    good, bad = ["great", "good", "lovely", "superb"], ["awful", "bad", "boring", "terrible"]
+    lines = []
+    for _ in range(n):
+        label = rng.randint(0, 1)
+        word = rng.choice(good if label else bad)
+        lines.append(f"the film was {word} {'and ' * rng.randint(0, 3)}{word}\t{label}")
+    return lines
+
+
+@pytest.fixture(scope="module")
+def toy_files(tmp_path_factory) -> tuple[Path, Path]:
+    folder = tmp_path_factory.mktemp("toy")
+    rng = random.Random(0)
+    files = []
+    for name, n in (("train.tsv", 128), ("dev.tsv", 64)):
+        path = folder / name
+        path.write_text("\n".join(["sentence\tlabel", *_toy_rows(rng, n)]) + "\n")
+        files.append(path)
+    return files[0], files[1]
+
+
+def _data_overrides(toy_files, out: Path) -> list[str]:
+    train_file, dev_file = toy_files
+    return [
+        f"data.train_file={train_file}",
+        f"data.validation_file={dev_file}",
+        f"train.output_dir={out}",
+        "train.batch_size=16",
+        "train.learning_rate=1e-3",
+        "train.logging_steps=1",
+        "train.seed=0",
+    ]
+
+
+@pytest.fixture(scope="module")
+def teacher_dir(tiny_bert_dir, toy_files, tmp_path_factory) -> Path:
+    """A seeded tiny BERT fine-tuned on the toy task with the full strategy: a real hftransfer output folder."""
+    start = tmp_path_factory.mktemp("teacher-start")
+    torch.manual_seed(0)  # the session's tiny_bert_dir is unseeded; a fixed start makes the teacher reproducible
+    BertForSequenceClassification(BertConfig.from_pretrained(tiny_bert_dir)).save_pretrained(start)
+    AutoTokenizer.from_pretrained(tiny_bert_dir).save_pretrained(start)
+    out = tmp_path_factory.mktemp("teacher") / "run"
+    overrides = [
+        f"model.name_or_path={start}",
+        *_data_overrides(toy_files, out),
+        "train.epochs=5",
+        "train.batch_size=8",
+    ]
+    config = load_config(None, overrides)
+    results = train(config)
+    assert results["eval"]["accuracy"] >= 0.9, "the teacher fixture must actually know the task"
+    return out
+
+
+def _sha(folder: Path) -> str:
+    return hashlib.sha256((folder / "model.safetensors").read_bytes()).hexdigest()
+
+
+def _tiny_classifier(layers: int = 2, width: int = 32, seed: int = 0) -> BertForSequenceClassification:
+    torch.manual_seed(seed)
+    config = BertConfig(
+        vocab_size=30522,
+        hidden_size=width,
+        num_hidden_layers=layers,
+        num_attention_heads=2,
+        intermediate_size=2 * width,
+        max_position_embeddings=64,
+        num_labels=2,
+    )
+    return BertForSequenceClassification(config).eval()
+
+
+def _batch(tokenizer, texts: list[str], labels: list[int]) -> dict[str, torch.Tensor]:
+    rows = [{**tokenizer(t), "labels": y} for t, y in zip(texts, labels, strict=True)]
+    return DynamicPaddingCollator(tokenizer)(rows)
+
+
+# --- the loss --------------------------------------------------------------------------------------------------
+
+
+def test_loss_matches_a_hand_computation_including_t_squared():
+    s = np.array([[1.0, 2.0, 0.5], [0.1, -1.0, 2.0]])
+    t = np.array([[0.3, 2.5, -1.0], [1.5, 0.0, 0.2]])
+    y = np.array([1, 0])
+    temperature, alpha = 3.0, 0.3
+
+    def softmax(x):
+        e = np.exp(x - x.max(axis=1, keepdims=True))
+        return e / e.sum(axis=1, keepdims=True)
+
+    p_t, p_s = softmax(t / temperature), softmax(s / temperature)
+    kl = np.mean(np.sum(p_t * (np.log(p_t) - np.log(p_s)), axis=1))
+    ce = np.mean(-np.log(softmax(s)[np.arange(2), y]))
+    expected = alpha * temperature**2 * kl + (1 - alpha) * ce
+
+    total, kd, cross = distillation_loss(
+        torch.tensor(s), torch.tensor(t), torch.tensor(y), temperature=temperature, alpha=alpha
+    )
+    assert kd.item() == pytest.approx(temperature**2 * kl, rel=1e-6)
+    assert cross.item() == pytest.approx(ce, rel=1e-6)
+    assert total.item() == pytest.approx(expected, rel=1e-6)
+    # Identical logits leave only the cross-entropy part.
+    same, kd_same, _ = distillation_loss(torch.tensor(s), torch.tensor(s), torch.tensor(y), 3.0, 0.3)
+    assert kd_same.item() == pytest.approx(0.0, abs=1e-7)
+    assert same.item() == pytest.approx(0.7 * ce, rel=1e-6)
+
+
+def test_hidden_state_loss_ignores_padding():
+    student = torch.tensor([[[1.0, 0.0], [5.0, 5.0]]])
+    teacher = torch.tensor([[[0.0, 0.0], [0.0, 0.0]]])
+    mask = torch.tensor([[1, 0]])
+    assert hidden_state_loss(student, teacher, mask, "mse").item() == pytest.approx(0.5)
+    assert hidden_state_loss(teacher + 1, teacher + 2, mask, "cosine").item() == pytest.approx(0.0, abs=1e-6)
+
+
+# --- the teacher stays frozen ----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("hidden_loss", ["none", "mse"])
+def test_teacher_never_gets_gradients_and_its_weights_do_not_change(tiny_bert_dir, hidden_loss):
+    tokenizer = AutoTokenizer.from_pretrained(tiny_bert_dir)
+    teacher = _tiny_classifier(layers=2, width=48, seed=1)
+    before = {k: v.clone() for k, v in teacher.state_dict().items()}
+    student = _tiny_classifier(layers=1, width=32, seed=2).train()
+    student_before = {k: v.clone() for k, v in student.state_dict().items()}
+    strategy = DistillStrategy(DistillConfig(hidden_loss=hidden_loss), teacher=teacher)
+    student = strategy.prepare(student)
+    groups = strategy.parameter_groups(student, 1e-3, 0.01)
+    optimizer = torch.optim.AdamW(groups, lr=1e-3)
+    batch = _batch(tokenizer, ["a great film", "an awful, boring film indeed"], [1, 0])
+    for _ in range(3):
+        loss, logits = strategy.loss(student, batch)
+        assert logits.shape == (2, 2)
+        loss.backward()
+        optimizer.step()
+        optimizer.zero_grad()
+    assert not teacher.training
+    assert all(p.grad is None and not p.requires_grad for p in teacher.parameters())
+    assert all(torch.equal(before[k], v) for k, v in teacher.state_dict().items())
+    assert not all(torch.equal(student_before[k], v) for k, v in student.state_dict().items())
+    optimized = {id(p) for g in groups for p in g["params"]}
+    assert not optimized & {id(p) for p in teacher.parameters()}
+    if hidden_loss == "mse":  # widths differ (32 vs 48): a trained projection bridges them
+        assert strategy.projection is not None
+        assert {id(p) for p in strategy.projection.parameters()} <= optimized
+
+
+# --- layer-subset students -------------------------------------------------------------------------------------
+
+
+def test_layer_subset_student_copies_the_chosen_blocks_embeddings_and_head(tmp_path):
+    teacher = _tiny_classifier(layers=4)
+    student = keep_layers(copy.deepcopy(teacher), [1, 3])
+    assert student.config.num_hidden_layers == 2 and len(student.bert.encoder.layer) == 2
+    t_state, s_state = teacher.state_dict(), student.state_dict()
+    for key, value in s_state.items():
+        source = key
+        if key.startswith("bert.encoder.layer."):
+            index, rest = key[len("bert.encoder.layer.") :].split(".", 1)
+            source = f"bert.encoder.layer.{[1, 3][int(index)]}.{rest}"
+        assert torch.equal(value, t_state[source]), key
+    assert any(k.startswith("classifier.") for k in s_state) and any(k.startswith("bert.embeddings.") for k in s_state)
+    student.save_pretrained(tmp_path)  # the smaller config round-trips
+    reloaded = BertForSequenceClassification.from_pretrained(tmp_path).eval()
+    ids = torch.tensor([[101, 2307, 2143, 102]])
+    assert torch.allclose(reloaded(input_ids=ids).logits, student(input_ids=ids).logits)
+
+
+@pytest.mark.parametrize("layers", [[], [4], [2, 1], [1, 1]])
+def test_bad_layer_lists_are_refused(layers):
+    with pytest.raises(StudentError, match="student_layers"):
+        keep_layers(_tiny_classifier(layers=4), layers)
+
+
+# --- safety checks ---------------------------------------------------------------------------------------------
+
+
+def test_label_mapping_checks():
+    data = LabelMap(names=("negative", "positive"), raw_values=(0, 1))
+    check_label_mapping(LabelMap(("negative", "positive"), (0, 1)), data, "t")
+    check_label_mapping(LabelMap(("LABEL_0", "LABEL_1"), ("LABEL_0", "LABEL_1")), data, "t")  # placeholders pass
+    with pytest.raises(TeacherError, match="wrong classes"):
+        check_label_mapping(LabelMap(("positive", "negative"), (0, 1)), data, "t")
+    with pytest.raises(TeacherError, match="3 classes"):
+        check_label_mapping(LabelMap(("a", "b", "c"), (0, 1, 2)), data, "t")
+
+
+def test_tokenizer_mismatch_is_refused(tiny_bert_dir, tmp_path):
+    tokenizer = AutoTokenizer.from_pretrained(tiny_bert_dir)
+    check_tokenizers(tokenizer, AutoTokenizer.from_pretrained(tiny_bert_dir), "t")
+    other = AutoTokenizer.from_pretrained(tiny_bert_dir)
+    other.add_tokens(["overhyped"])
+    with pytest.raises(TeacherError, match="different vocabularies"):
+        check_tokenizers(tokenizer, other, "t")
+
+
+def test_chance_level_teacher_is_refused():
+    references = np.array([0] * 60 + [1] * 40)
+    always_zero = np.tile([1.0, 0.0], (100, 1))
+    with pytest.raises(TeacherError, match="chance level"):
+        check_teacher_accuracy(references, always_zero, "t")
+    flipped = np.eye(2)[1 - references]
+    with pytest.raises(TeacherError, match="another order"):
+        check_teacher_accuracy(references, flipped, "t")
+    good = np.eye(2)[references]
+    assert check_teacher_accuracy(references, good, "t") == {"accuracy": 1.0, "chance_accuracy": 0.6}
+
+
+def test_pipeline_stops_early_on_wrong_labels_tokenizer_or_untrained_teacher(teacher_dir, toy_files, tmp_path):
+    base = ["strategy.name=distill", f"strategy.distill.teacher={teacher_dir}", f"model.name_or_path={teacher_dir}"]
+
+    def run(*extra: str, out: str = "out"):
+        return train(load_config(None, [*base, *_data_overrides(toy_files, tmp_path / out), "train.epochs=1", *extra]))
+
+    with pytest.raises(TeacherError, match="wrong classes"):
+        run("data.label_names=[bad, good]")  # the teacher's classes are '0', '1'
+
+    student = tmp_path / "other-tokenizer"
+    tokenizer = AutoTokenizer.from_pretrained(teacher_dir)
+    tokenizer.add_tokens(["overhyped"])
+    model = BertForSequenceClassification.from_pretrained(teacher_dir)
+    model.resize_token_embeddings(len(tokenizer))
+    model.save_pretrained(student)
+    tokenizer.save_pretrained(student)
+    with pytest.raises(TeacherError, match="tokenizer"):
+        run(f"model.name_or_path={student}", out="out2")
+
+    untrained = tmp_path / "untrained"
+    model = BertForSequenceClassification.from_pretrained(teacher_dir)
+    torch.nn.init.zeros_(model.classifier.weight)
+    torch.nn.init.zeros_(model.classifier.bias)  # every row ties: always class 0
+    model.save_pretrained(untrained)
+    tokenizer.from_pretrained(teacher_dir).save_pretrained(untrained)
+    with pytest.raises(TeacherError, match="chance level"):
+        run(f"strategy.distill.teacher={untrained}", out="out3")
+
+    headless = tmp_path / "headless"
+    BertModel(BertForSequenceClassification.from_pretrained(teacher_dir).config).save_pretrained(headless)
+    with pytest.raises(TeacherError, match="no trained classification head"):
+        run(f"strategy.distill.teacher={headless}", out="out4")
+    assert not any((tmp_path / name).exists() for name in ("out", "out2", "out3", "out4"))
+
+
+def test_distill_needs_a_teacher_in_the_recipe():
+    with pytest.raises(ConfigError, match=r"strategy\.distill\.teacher"):
+        load_config(None, ["strategy.name=distill"])
+    config = load_config(RECIPE)
+    assert config.strategy.name == "distill" and config.strategy.distill.student_layers == [0, 2, 4]
+
+
+# --- cached teacher logits -------------------------------------------------------------------------------------
+
+
+def test_cached_and_live_teacher_logits_give_the_same_loss(tiny_bert_dir, toy_files):
+    tokenizer = AutoTokenizer.from_pretrained(tiny_bert_dir)
+    config = load_config(None, _data_overrides(toy_files, Path("unused"))).data
+    texts = [line.split("\t")[0] for line in toy_files[0].read_text().splitlines()[1:17]]
+    raw = Dataset.from_dict({"sentence": texts, "labels": [i % 2 for i in range(16)]})
+    encoded = tokenize_split(raw, tokenizer, config, "train")
+    teacher = _tiny_classifier(layers=2, seed=3)
+    collator = DynamicPaddingCollator(tokenizer)
+    cached = cache_teacher_logits(teacher, encoded, collator, batch_size=5)
+
+    batch = collator([cached[i] for i in range(8)])
+    assert batch[TEACHER_LOGITS].dtype == torch.float32 and batch[TEACHER_LOGITS].shape == (8, 2)
+    student = _tiny_classifier(layers=1, seed=4)  # eval mode: no dropout noise between the two passes
+    strategy = DistillStrategy(DistillConfig(temperature=2.0, alpha=0.7), teacher=teacher)
+    strategy.prepare(student)
+    cached_loss, _ = strategy.loss(student, batch)
+    live_loss, _ = strategy.loss(student, {k: v for k, v in batch.items() if k != TEACHER_LOGITS})
+    assert torch.allclose(cached_loss, live_loss, atol=1e-5)
+    assert not torch.allclose(
+        batch[TEACHER_LOGITS], student(**{k: batch[k] for k in tokenizer.model_input_names}).logits
+    )
+
+
+# --- end to end ------------------------------------------------------------------------------------------------
+
+
+def test_cli_distills_a_layer_subset_student_and_reports_teacher_vs_student(teacher_dir, toy_files, tmp_path, capsys):
+    out = tmp_path / "student"
+    teacher_hash = _sha(teacher_dir)
+    args = [
+        "train",
+        "strategy.name=distill",
+        f"strategy.distill.teacher={teacher_dir}",
+        f"model.name_or_path={teacher_dir}",
+        "strategy.distill.student_layers=[1]",
+        *_data_overrides(toy_files, out),
+        "train.epochs=2",
+    ]
+    assert main(args) == 0
+    report = capsys.readouterr().out
+    assert "retention" in report and "latency b64" in report
+
+    results = json.loads((out / "results.json").read_text())
+    d = results["distill"]
+    assert results["strategy"] == "distill" and d["teacher_logits"] == "cached"
+    assert d["student"]["accuracy"] == results["eval"]["accuracy"]
+    teacher_results = json.loads((teacher_dir / "results.json").read_text())
+    assert d["teacher"]["accuracy"] == pytest.approx(teacher_results["eval"]["accuracy"])
+    assert d["retention"] == pytest.approx(d["student"]["accuracy"] / d["teacher"]["accuracy"])
+    assert d["student"]["params"] < d["teacher"]["params"]
+    assert 0 < d["student"]["size_bytes"] < d["teacher"]["size_bytes"]
+    assert set(d["latency_ms"]["student"]) == {"1", "64"} and d["speedup_batch64"] > 0
+    assert _sha(teacher_dir) == teacher_hash  # the teacher's weights are untouched
+
+    saved = load_run(out)
+    assert saved.model.config.num_hidden_layers == 1
+    assert main(["evaluate", str(out)]) == 0
+    assert json.loads(capsys.readouterr().out)["accuracy"] == pytest.approx(results["eval"]["accuracy"])
+
+
+def test_build_strategy_gives_the_distill_strategy():
+    config = load_config(None, ["strategy.name=distill", "strategy.distill.teacher=somewhere"]).strategy
+    strategy = build_strategy(config)
+    assert isinstance(strategy, DistillStrategy) and strategy.config.teacher == "somewhere"
+
+
+def test_lora_adapter_run_teaches_as_its_merged_model(tiny_bert_dir, toy_files, tmp_path):
+    from hftransfer.teachers import load_teacher
+
+    out = tmp_path / "lora"
+    overrides = ["strategy.name=lora", f"model.name_or_path={tiny_bert_dir}", *_data_overrides(toy_files, out)]
+    train(load_config(None, [*overrides, "train.max_steps=2"]))
+    teacher = load_teacher(str(out))
+    assert "peft" not in type(teacher.model).__module__ and teacher.labels.names == ("0", "1")
+    assert all(not p.requires_grad for p in teacher.model.parameters())
+    ids = torch.tensor([[101, 2307, 2143, 102]])
+    expected = load_run(out).model(input_ids=ids).logits
+    assert torch.allclose(teacher.model(input_ids=ids).logits, expected, atol=1e-5)
