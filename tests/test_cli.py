@@ -133,7 +133,7 @@ def test_non_classification_checkpoint_is_rejected(tiny_recipe, tmp_path, capsys
 
     AutoTokenizer.from_pretrained(tiny_recipe().model.name_or_path).save_pretrained(vision)
     recipe = tmp_path / "r.yaml"
-    save_config(tiny_recipe(f"model.name_or_path={vision}"), recipe)
+    save_config(tiny_recipe(f"model.name_or_path={vision}", "task=text-classification"), recipe)
     assert main(["train", str(recipe)]) == 2
     assert "no sequence-classification head" in capsys.readouterr().err
 
