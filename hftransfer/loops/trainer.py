@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import math
 import sys
 import time
@@ -11,6 +12,7 @@ from pathlib import Path
 import numpy as np
 import torch
 from transformers import EarlyStoppingCallback, Trainer, TrainerCallback, TrainingArguments
+from transformers.trainer_callback import PrinterCallback
 
 from hftransfer.checkpoints import CHECKPOINTS_DIR, find_checkpoint
 from hftransfer.config import RunConfig
@@ -21,6 +23,20 @@ from hftransfer.loops.common import LoopResult, resolve_precision
 from hftransfer.metrics import classification_metrics, scalar_metrics
 from hftransfer.optim import build_optimizer
 from hftransfer.strategies.base import Strategy
+
+logger = logging.getLogger("hftransfer")
+
+
+class _LogLines(TrainerCallback):
+    """Loss/eval log lines on stderr (Trainer's PrinterCallback prints to stdout, which JSON output owns)."""
+
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        if state.is_world_process_zero and logs:
+            logger.info(
+                "step %d: %s",
+                state.global_step,
+                {k: round(v, 4) if isinstance(v, float) else v for k, v in logs.items()},
+            )
 
 
 class StrategyTrainer(Trainer):
@@ -143,6 +159,9 @@ def run_trainer_loop(
     # Optimizer steps per epoch, the unit `on_step` counts in (the last accumulation group may be short).
     steps_per_epoch = math.ceil(len(trainer.get_train_dataloader()) / config.train.gradient_accumulation_steps)
     trainer.add_callback(_StrategySteps(strategy, steps_per_epoch))
+    if trainer.args.disable_tqdm:
+        trainer.remove_callback(PrinterCallback)
+        trainer.add_callback(_LogLines())
     if config.train.early_stopping_patience is not None:
         trainer.add_callback(EarlyStoppingCallback(early_stopping_patience=config.train.early_stopping_patience))
     # Trainer writes trainer_state.json last, so a checkpoint holding it is complete.
