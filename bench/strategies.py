@@ -63,7 +63,7 @@ def main() -> None:
         delta = f"{100 * (acc - base['eval']['accuracy']):+.1f}" if base else "-"
         size_ratio = f"{size / base['checkpoint_size_bytes']:.3f}" if base else "-"
         print(
-            f"{name:<12} {speed:>10.1f} {ratio:>7} {acc:>8.4f} {delta:>7} {100 * r['trainable_share']:>8.2f}% "
+            f"{name:<12} {speed:>10.1f} {ratio:>7} {acc:>8.4f} {delta:>7} {100 * r['trainable_share']:>8.3f}% "
             f"{size / 1e6:>8.2f} {size_ratio:>7}"
         )
 
