@@ -69,7 +69,7 @@ def predict_images(run: SavedRun, records: Iterable[str | dict], batch_size: int
     given = [r[IMAGE_COLUMN] if isinstance(r, dict) and IMAGE_COLUMN in r else r for r in records]
     bad = [i for i, item in enumerate(given) if not isinstance(item, str)]
     if bad:
-        raise DataError(f"Inputs {bad[:5]} are not image paths; give files, folders or {{\"image\": path}} records.")
+        raise DataError(f'Inputs {bad[:5]} are not image paths; give files, folders or {{"image": path}} records.')
     paths = expand_image_paths(given)
     if not paths:
         return
