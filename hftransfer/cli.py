@@ -108,6 +108,52 @@ def _push(args: argparse.Namespace) -> int:
     return 0
 
 
+def _write_report(report: dict, path: str | None) -> None:
+    if path:
+        Path(path).write_text(json.dumps(report, indent=2) + "\n")
+        print(f"Wrote {path}")
+
+
+def _rank(args: argparse.Namespace) -> int:
+    from hftransfer.features import DataSpec
+    from hftransfer.rank import format_ranking, rank_models
+
+    spec = DataSpec(args.data, args.split, args.text_columns, args.label_column, args.max_rows, args.seed)
+    report = rank_models(spec, args.models, folds=args.folds, batch_size=args.batch_size)
+    print(format_ranking(report))
+    _write_report(report, args.out)
+    return 0
+
+
+def _shift(args: argparse.Namespace) -> int:
+    from hftransfer.features import DataSpec
+    from hftransfer.shift import format_shift, measure_shift
+
+    source = DataSpec(args.source, args.source_split, args.text_columns, None, args.max_rows, args.seed)
+    target_columns = args.target_text_columns or args.text_columns
+    target = DataSpec(args.target, args.target_split, target_columns, None, args.max_rows, args.seed)
+    report = measure_shift(
+        source,
+        target,
+        args.model,
+        folds=args.folds,
+        permutations=args.permutations,
+        seed=args.seed,
+        batch_size=args.batch_size,
+    )
+    print(format_shift(report))
+    _write_report(report, args.out)
+    return 0
+
+
+def _add_data_options(parser: argparse.ArgumentParser, max_rows: int) -> None:
+    parser.add_argument("--text-columns", nargs="+", help="Text column(s) (default: the recipe's, else sentence).")
+    parser.add_argument("--max-rows", type=int, default=max_rows, help=f"Random sample of rows (default {max_rows}).")
+    parser.add_argument("--batch-size", type=int, default=64)
+    parser.add_argument("--seed", type=int, default=0, help="Seeds the row sample and the cross-validation folds.")
+    parser.add_argument("--out", help="Also write the report as JSON here.")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="hftransfer", description="Transfer learning on Hugging Face models.")
     commands = parser.add_subparsers(dest="command", required=True)
@@ -163,6 +209,31 @@ def build_parser() -> argparse.ArgumentParser:
         help="Write the files a push would upload to FOLDER (default: OUTPUT_DIR.to-push) and list them; no network.",
     )
     push.set_defaults(handler=_push)
+
+    data_help = (
+        "a YAML recipe (its data section; --split picks the split), a csv/tsv/json/jsonl/parquet file, "
+        "an image folder (<dir>/<class>/*), or a .txt file (one text per line)"
+    )
+    rank = commands.add_parser("rank", help="Rank checkpoints for labelled data by transferability, no fine-tuning.")
+    rank.add_argument("--data", required=True, help=f"Labelled data: {data_help}.")
+    rank.add_argument("--models", nargs="+", required=True, help="Candidate checkpoints: Hub ids, folders, pkg: paths.")
+    rank.add_argument("--split", default="train", help="Recipe split to score on (default: train).")
+    rank.add_argument("--label-column", help="Label column (default: the recipe's, else label).")
+    rank.add_argument("--folds", type=int, default=5, help="Cross-validation folds of the linear probe (default 5).")
+    _add_data_options(rank, max_rows=2000)
+    rank.set_defaults(handler=_rank)
+
+    shift = commands.add_parser("shift", help="Distance between two data sets in a model's features (PAD, MMD).")
+    shift.add_argument("--source", required=True, help=f"Source data: {data_help}.")
+    shift.add_argument("--target", required=True, help="Target data, same forms as --source.")
+    shift.add_argument("--model", required=True, help="Checkpoint whose features are compared.")
+    shift.add_argument("--source-split", default="train", help="Recipe split for --source (default: train).")
+    shift.add_argument("--target-split", default="train", help="Recipe split for --target (default: train).")
+    shift.add_argument("--target-text-columns", nargs="+", help="Target text column(s), when they differ.")
+    shift.add_argument("--folds", type=int, default=5, help="Domain-classifier cross-validation folds (default 5).")
+    shift.add_argument("--permutations", type=int, default=500, help="MMD permutation-test draws (default 500).")
+    _add_data_options(shift, max_rows=1000)
+    shift.set_defaults(handler=_shift)
     return parser
 
 

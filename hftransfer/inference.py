@@ -1,8 +1,9 @@
-"""Forward passes without gradients: eval logits for datasets and raw inputs, shared by loops and CLI."""
+"""Forward passes without gradients: per-row logits or features for datasets, shared by loops and CLI."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 import torch
@@ -13,15 +14,16 @@ from hftransfer.data.loaders import eval_loader
 
 
 @torch.inference_mode()
-def dataset_logits(
+def dataset_outputs(
     model: nn.Module,
     dataset: Dataset,
     collate_fn: Callable,
+    read: Callable[[Any, dict[str, torch.Tensor]], torch.Tensor],
     batch_size: int = 64,
     device: torch.device | str | None = None,
     autocast_dtype: torch.dtype | None = None,
 ) -> np.ndarray:
-    """Logits for every row of `dataset`, in row order (batches run length-sorted for speed)."""
+    """`read(model output, batch inputs)` for every row of `dataset`, in row order (batches run length-sorted)."""
     device = torch.device(device) if device is not None else next(model.parameters()).device
     was_training = model.training
     model.eval()
@@ -30,9 +32,23 @@ def dataset_logits(
     for batch in loader:
         inputs = {k: v.to(device) for k, v in batch.items() if k != "labels"}
         with torch.autocast(device.type, dtype=autocast_dtype, enabled=autocast_dtype is not None):
-            chunks.append(model(**inputs).logits.float().cpu())
+            chunks.append(read(model(**inputs), inputs).float().cpu())
     model.train(was_training)
-    logits = torch.cat(chunks).numpy()
-    restored = np.empty_like(logits)
-    restored[np.asarray(loader.row_order)] = logits
+    values = torch.cat(chunks).numpy()
+    restored = np.empty_like(values)
+    restored[np.asarray(loader.row_order)] = values
     return restored
+
+
+def dataset_logits(
+    model: nn.Module,
+    dataset: Dataset,
+    collate_fn: Callable,
+    batch_size: int = 64,
+    device: torch.device | str | None = None,
+    autocast_dtype: torch.dtype | None = None,
+) -> np.ndarray:
+    """Logits for every row of `dataset`, in row order."""
+    return dataset_outputs(
+        model, dataset, collate_fn, lambda output, _inputs: output.logits, batch_size, device, autocast_dtype
+    )
