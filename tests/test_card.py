@@ -17,8 +17,10 @@ from huggingface_hub import ModelCard
 
 from hftransfer.card import render_model_card, write_model_card
 from hftransfer.config import load_config
+from hftransfer.inference import dataset_logits
 from hftransfer.saved import load_run
-from hftransfer.scoring import predict_records
+from hftransfer.scoring import encode_run_split, predict_records
+from hftransfer.tasks import get_task
 from hftransfer.training import train
 
 TEXTS = ["the film was great and great", "the film was awful awful", "the film was good"]
@@ -188,8 +190,12 @@ def test_card_for_a_folder_without_results_is_a_clear_error(tmp_path):
 
 
 def test_predict_round_trip_matches_the_training_run_eval(full_run, toy_files):
-    """`hftransfer predict` on the dev texts reproduces the eval the training run recorded."""
-    from hftransfer.metrics import classification_metrics
+    """`hftransfer predict` on the dev texts reproduces the eval the training run recorded.
+
+    The 2-step tiny model scores every text within ~1e-4 of the others, so ROC-AUC is decided by float noise
+    between batchings; the probabilities themselves are compared to the eval path's instead.
+    """
+    from hftransfer.metrics import classification_metrics, softmax
 
     results = json.loads((full_run / "results.json").read_text())
     _, dev_file = toy_files
@@ -202,7 +208,11 @@ def test_predict_round_trip_matches_the_training_run_eval(full_run, toy_files):
     again = classification_metrics(labels, scores, label_names=names)
     assert again["confusion_matrix"] == results["eval"]["confusion_matrix"]
     assert again["accuracy"] == results["eval"]["accuracy"]
-    assert again["roc_auc"] == pytest.approx(results["eval"]["roc_auc"], abs=1e-6)
+
+    encoded = encode_run_split(run, "validation")
+    collator = get_task(run.config.task).make_collator(run.tokenizer, run.config.data)
+    eval_scores = softmax(dataset_logits(run.model, encoded, collator, batch_size=64))
+    np.testing.assert_allclose(scores, eval_scores, atol=1e-6)
 
 
 @pytest.mark.slow
