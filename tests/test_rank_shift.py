@@ -12,7 +12,7 @@ import torch
 from conftest import write_tsv
 from scipy.stats import multivariate_normal
 from test_images import save_tiny_resnet, write_folder
-from transformers import AutoModel, BertConfig, BertModel
+from transformers import AutoModel, AutoTokenizer, BertConfig, BertModel
 
 from hftransfer.cli import main
 from hftransfer.config import DataConfig, save_config
@@ -136,8 +136,6 @@ def test_text_features_are_masked_means_independent_of_batching(tiny_bert_dir, t
     batched = extract_features(str(tiny_bert_dir), rows, DataConfig(), "text-classification", batch_size=8)
     assert alone.shape == (20, 32)
     np.testing.assert_allclose(alone, batched, atol=1e-5)  # padding never leaks into the mean
-    from transformers import AutoTokenizer
-
     tokenizer = AutoTokenizer.from_pretrained(tiny_bert_dir)
     model = AutoModel.from_pretrained(tiny_bert_dir).eval()
     with torch.no_grad():
@@ -167,18 +165,9 @@ def test_image_features_are_what_the_head_reads(image_setup, tmp_path):
 @pytest.fixture(scope="module")
 def second_bert(tmp_path_factory, tiny_bert_dir) -> Path:
     """Another tiny BERT (other width and weights) with the same tokenizer."""
-    from transformers import AutoTokenizer
-
     folder = tmp_path_factory.mktemp("second-bert")
     torch.manual_seed(1)
-    config = BertConfig(
-        vocab_size=AutoTokenizer.from_pretrained(tiny_bert_dir).vocab_size,
-        hidden_size=16,
-        num_hidden_layers=1,
-        num_attention_heads=2,
-        intermediate_size=32,
-        max_position_embeddings=128,
-    )
+    config = BertConfig.from_pretrained(tiny_bert_dir, hidden_size=16, num_hidden_layers=1, intermediate_size=32)
     BertModel(config).save_pretrained(folder)
     AutoTokenizer.from_pretrained(tiny_bert_dir).save_pretrained(folder)
     return folder
