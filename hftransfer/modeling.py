@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Container
 from typing import Any
 
 from transformers import (
@@ -63,32 +64,77 @@ def new_head_if_needed(model: PreTrainedModel, pretrained: Any, labels: LabelMap
     return model
 
 
-def load_classifier(config: ModelConfig, labels: LabelMap) -> PreTrainedModel:
-    """A sequence classifier whose head matches `labels`; safetensors only, no remote code by default."""
+def load_classification_model(
+    auto_class: type,
+    location: str,
+    *,
+    revision: str | None = None,
+    trust_remote_code: bool = False,
+    labels: LabelMap | None = None,
+) -> tuple[PreTrainedModel, list[str]]:
+    """The one `from_pretrained` behind every classifier hftransfer loads (training, saved runs, teachers).
+
+    `auto_class` is the modality's Auto class (`hftransfer.tasks.Task.auto_class`). Safetensors only, remote
+    code only when asked, always single-label. With `labels` the head is sized and named for them (a head of
+    another size is replaced instead of failing on its shape); without, the checkpoint's own head and names stay.
+    Returns the model and the weights the checkpoint lacked (a missing head means it was never fine-tuned).
+    """
+    sizing: dict[str, Any] = {}
+    if labels is not None:
+        sizing = {
+            "num_labels": labels.num_labels,
+            "id2label": labels.id2label,
+            "label2id": labels.label2id,
+            "ignore_mismatched_sizes": True,
+        }
+    model, info = auto_class.from_pretrained(
+        location,
+        revision=revision,
+        trust_remote_code=trust_remote_code,
+        use_safetensors=True,
+        # Explicit, so one label never means regression and int labels never mean multi-label.
+        problem_type="single_label_classification",
+        output_loading_info=True,
+        **sizing,
+    )
+    return model, list(info["missing_keys"])
+
+
+def load_pretrained_classifier(
+    config: ModelConfig, labels: LabelMap, auto_class: type, known_types: Container[str], head: str, hint: str
+) -> PreTrainedModel:
+    """A classifier for training: head sized for `labels`, new when the checkpoint's classes differ.
+
+    `known_types` are the model types `auto_class` has a `head` for; any other type stops here with `hint`
+    (unless remote code is trusted, which brings its own classes).
+    """
     check_num_labels(config, labels)
     location = resolve_location(config.name_or_path)
     pretrained = AutoConfig.from_pretrained(
         location, revision=config.revision, trust_remote_code=config.trust_remote_code
     )
-    if pretrained.model_type not in MODEL_FOR_SEQUENCE_CLASSIFICATION_MAPPING_NAMES and not config.trust_remote_code:
+    if pretrained.model_type not in known_types and not config.trust_remote_code:
         raise ModelError(
-            f"'{config.name_or_path}' is a '{pretrained.model_type}' model, which has no sequence-classification "
-            "head in transformers. Pick an encoder checkpoint (BERT, RoBERTa, DistilBERT, ...)."
+            f"'{config.name_or_path}' is a '{pretrained.model_type}' model, which has no {head} head "
+            f"in transformers. {hint}"
         )
-    model = AutoModelForSequenceClassification.from_pretrained(
-        location,
-        revision=config.revision,
-        trust_remote_code=config.trust_remote_code,
-        use_safetensors=True,
-        num_labels=labels.num_labels,
-        id2label=labels.id2label,
-        label2id=labels.label2id,
-        # Explicit, so one label never means regression and int labels never mean multi-label.
-        problem_type="single_label_classification",
-        # A checkpoint fine-tuned on another label set gets a fresh head instead of a shape error.
-        ignore_mismatched_sizes=True,
+    model, _ = load_classification_model(
+        auto_class, location, revision=config.revision, trust_remote_code=config.trust_remote_code, labels=labels
     )
-    return apply_pooling(new_head_if_needed(model, pretrained, labels, config.new_head), config.pooling)
+    return new_head_if_needed(model, pretrained, labels, config.new_head)
+
+
+def load_classifier(config: ModelConfig, labels: LabelMap) -> PreTrainedModel:
+    """A sequence classifier whose head matches `labels`, with the recipe's pooling."""
+    model = load_pretrained_classifier(
+        config,
+        labels,
+        AutoModelForSequenceClassification,
+        MODEL_FOR_SEQUENCE_CLASSIFICATION_MAPPING_NAMES,
+        "sequence-classification",
+        "Pick an encoder checkpoint (BERT, RoBERTa, DistilBERT, ...).",
+    )
+    return apply_pooling(model, config.pooling)
 
 
 def count_parameters(model: PreTrainedModel) -> tuple[int, int]:

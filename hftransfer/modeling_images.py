@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from torch import nn
-from transformers import AutoConfig, AutoImageProcessor, AutoModelForImageClassification, PreTrainedModel
+from transformers import AutoImageProcessor, AutoModelForImageClassification, PreTrainedModel
 from transformers.models.auto.modeling_auto import (
     MODEL_FOR_IMAGE_CLASSIFICATION_MAPPING_NAMES,
     MODEL_FOR_SEQUENCE_CLASSIFICATION_MAPPING_NAMES,
@@ -13,7 +13,7 @@ from transformers.models.auto.modeling_auto import (
 
 from hftransfer.config import ModelConfig
 from hftransfer.data.labels import LabelMap
-from hftransfer.modeling import ModelError, check_num_labels, new_head_if_needed
+from hftransfer.modeling import ModelError, load_pretrained_classifier
 from hftransfer.paths import resolve_location
 
 
@@ -40,29 +40,15 @@ def load_image_processor(config: ModelConfig) -> Any:
 
 
 def load_image_classifier(config: ModelConfig, labels: LabelMap) -> PreTrainedModel:
-    """An image classifier whose head matches `labels` (a new head when the checkpoint's classes differ)."""
-    check_num_labels(config, labels)
-    location = resolve_location(config.name_or_path)
-    pretrained = AutoConfig.from_pretrained(
-        location, revision=config.revision, trust_remote_code=config.trust_remote_code
+    """An image classifier whose head matches `labels` (an ImageNet or source-task head of other classes is new)."""
+    return load_pretrained_classifier(
+        config,
+        labels,
+        AutoModelForImageClassification,
+        MODEL_FOR_IMAGE_CLASSIFICATION_MAPPING_NAMES,
+        "image-classification",
+        "Pick a vision checkpoint (ResNet, ConvNeXt, ViT, ...), or set task=text-classification.",
     )
-    if pretrained.model_type not in MODEL_FOR_IMAGE_CLASSIFICATION_MAPPING_NAMES and not config.trust_remote_code:
-        raise ModelError(
-            f"'{config.name_or_path}' is a '{pretrained.model_type}' model, which has no image-classification head "
-            "in transformers. Pick a vision checkpoint (ResNet, ConvNeXt, ViT, ...), or set task=text-classification."
-        )
-    model = AutoModelForImageClassification.from_pretrained(
-        location,
-        revision=config.revision,
-        trust_remote_code=config.trust_remote_code,
-        use_safetensors=True,
-        num_labels=labels.num_labels,
-        id2label=labels.id2label,
-        label2id=labels.label2id,
-        problem_type="single_label_classification",
-        ignore_mismatched_sizes=True,  # an ImageNet (or source-task) head of another size is replaced
-    )
-    return new_head_if_needed(model, pretrained, labels, config.new_head)
 
 
 def batch_norm_names(model: nn.Module) -> list[str]:

@@ -22,6 +22,8 @@ IMAGE = "image-classification"
 @dataclass(frozen=True)
 class Task:
     name: str
+    auto_class: type
+    """The transformers Auto class of this task's classifiers (`hftransfer.modeling.load_classification_model`)."""
     load_processor: Callable[[ModelConfig], Any]
     """Tokenizer (text) or image processor (images) of the checkpoint."""
     prepare_data: Callable[[DataConfig, Any], Any]
@@ -35,8 +37,18 @@ class Task:
     encode_split: Callable[[Dataset, LabelMap, DataConfig, str, Any], Dataset]
     """(raw split, labels, data config, split name, processor) -> model-ready rows."""
     load_saved_processor: Callable[[Path], Any]
-    load_saved_model: Callable[[Path, ModelConfig], PreTrainedModel]
-    """A full (non-adapter) model saved in an output folder."""
+
+    def load_model_as_saved(self, location: str | Path, revision: str | None = None) -> tuple[PreTrainedModel, list]:
+        """A classifier as it was saved (its own head and class names), and the weights it lacked."""
+        from hftransfer.modeling import load_classification_model
+
+        return load_classification_model(self.auto_class, str(location), revision=revision)
+
+    def load_saved_model(self, folder: Path, model_config: ModelConfig) -> PreTrainedModel:
+        """A full (non-adapter) model saved in an output folder, with the recipe's `model.pooling` re-applied."""
+        from hftransfer.pooling import apply_pooling
+
+        return apply_pooling(self.load_model_as_saved(folder)[0], model_config.pooling)
 
 
 def _text() -> Task:
@@ -45,17 +57,13 @@ def _text() -> Task:
     from hftransfer.data import DynamicPaddingCollator, load_splits, prepare_text_data, tokenize_split
     from hftransfer.data.sources import single_file_split
     from hftransfer.modeling import load_classifier, load_tokenizer
-    from hftransfer.pooling import apply_pooling
 
     def encode(raw, labels, config, name, tokenizer):
         return tokenize_split(labels.encode(raw, config.label_column, name), tokenizer, config, name)
 
-    def saved_model(folder, model_config):
-        model = AutoModelForSequenceClassification.from_pretrained(folder, use_safetensors=True)
-        return apply_pooling(model, model_config.pooling)
-
     return Task(
         name=TEXT,
+        auto_class=AutoModelForSequenceClassification,
         load_processor=load_tokenizer,
         prepare_data=prepare_text_data,
         load_model=load_classifier,
@@ -64,7 +72,6 @@ def _text() -> Task:
         load_file=single_file_split,
         encode_split=encode,
         load_saved_processor=AutoTokenizer.from_pretrained,
-        load_saved_model=saved_model,
     )
 
 
@@ -82,6 +89,7 @@ def _image() -> Task:
 
     return Task(
         name=IMAGE,
+        auto_class=AutoModelForImageClassification,
         load_processor=load_image_processor,
         prepare_data=prepare_image_data,
         load_model=load_image_classifier,
@@ -90,9 +98,6 @@ def _image() -> Task:
         load_file=load_image_file,
         encode_split=lambda raw, labels, config, name, _processor: encode_image_split(raw, labels, config, name)[0],
         load_saved_processor=AutoImageProcessor.from_pretrained,
-        load_saved_model=lambda folder, _config: AutoModelForImageClassification.from_pretrained(
-            folder, use_safetensors=True
-        ),
     )
 
 

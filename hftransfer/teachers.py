@@ -1,8 +1,10 @@
 """Load a fine-tuned teacher and check, before any training, that it can teach this data.
 
-A teacher is an hftransfer output folder, any sequence-classifier folder, a LoRA adapter folder
-(merged into its base model), a Hub id or a `pkg:` path. It keeps its own label mapping, which
-must equal the data's: distilling from a teacher whose class 0 means something else teaches noise.
+A teacher is an hftransfer output folder, any classifier folder (`save_pretrained` of a text or image
+classifier), a LoRA adapter folder (merged into its base model), a Hub id or a `pkg:` path. Its modality
+comes from its checkpoint (`hftransfer.tasks.infer_task`), so a ResNet teacher loads as an image
+classifier with its image processor. It keeps its own label mapping, which must equal the data's:
+distilling from a teacher whose class 0 means something else teaches noise.
 """
 
 from __future__ import annotations
@@ -12,14 +14,17 @@ import logging
 import math
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from torch import nn
-from transformers import AutoModelForSequenceClassification, AutoTokenizer, PreTrainedTokenizerBase
+from transformers import PreTrainedTokenizerBase
 
+from hftransfer.config import ModelConfig
 from hftransfer.data.labels import LabelMap
 from hftransfer.errors import UserError
 from hftransfer.paths import resolve_location
+from hftransfer.tasks import Task, get_task, infer_task
 
 logger = logging.getLogger("hftransfer")
 
@@ -41,7 +46,8 @@ class TeacherError(UserError):
 @dataclass
 class Teacher:
     model: nn.Module
-    tokenizer: PreTrainedTokenizerBase | None
+    tokenizer: Any
+    """The teacher's tokenizer, or image processor for an image teacher; None when its folder has none."""
     labels: LabelMap
     location: str
     size_bytes: int
@@ -65,32 +71,27 @@ def _saved_labels(folder: Path) -> LabelMap | None:
     return LabelMap(names=tuple(saved["names"]), raw_values=tuple(saved["raw_values"]))
 
 
-def _load_tokenizer(location: str, revision: str | None) -> PreTrainedTokenizerBase | None:
+def _load_processor(task: Task, spec: str, revision: str | None) -> Any:
+    """Tokenizer or image processor, or None: the checks before training then say what is missing."""
     try:
-        return AutoTokenizer.from_pretrained(location, revision=revision)
-    except (OSError, ValueError, TypeError):
+        return task.load_processor(ModelConfig(name_or_path=spec, revision=revision))
+    except (OSError, ValueError, TypeError, UserError):
         return None
 
 
-def _load_adapter(folder: Path, labels: LabelMap | None) -> nn.Module:
-    from peft import PeftConfig, PeftModel
+def _load_adapter(folder: Path, labels: LabelMap | None) -> tuple[nn.Module, Task]:
+    from peft import PeftConfig
+
+    from hftransfer.strategies.lora import load_adapter_classifier
 
     if labels is None:
         raise TeacherError(
             f"Teacher adapter folder {folder} has no {LABELS_FILE}, so its classes are unknown. "
             "Use an hftransfer output folder, or merge the adapter and save the full model."
         )
-    base_location = resolve_location(PeftConfig.from_pretrained(str(folder)).base_model_name_or_path)
-    base = AutoModelForSequenceClassification.from_pretrained(
-        base_location,
-        use_safetensors=True,
-        num_labels=labels.num_labels,
-        id2label=labels.id2label,
-        label2id=labels.label2id,
-        problem_type="single_label_classification",
-        ignore_mismatched_sizes=True,
-    )
-    return PeftModel.from_pretrained(base, str(folder)).merge_and_unload()
+    base = ModelConfig(name_or_path=PeftConfig.from_pretrained(str(folder)).base_model_name_or_path)
+    task = infer_task(base)
+    return load_adapter_classifier(folder, base, labels, task=task).merge_and_unload(), get_task(task)
 
 
 def load_teacher(spec: str, revision: str | None = None) -> Teacher:
@@ -108,13 +109,12 @@ def load_teacher(spec: str, revision: str | None = None) -> Teacher:
         return Teacher(model, run.tokenizer, run.labels, spec, size)
     labels = _saved_labels(folder) if folder.is_dir() else None
     if folder.is_dir() and (folder / ADAPTER_CONFIG).is_file():
-        model = _load_adapter(folder, labels)
+        model, task = _load_adapter(folder, labels)
         size = state_bytes(model)
     else:
-        model, info = AutoModelForSequenceClassification.from_pretrained(
-            location, revision=revision, use_safetensors=True, output_loading_info=True
-        )
-        fresh = [k for k in info["missing_keys"] if "classifier" in k or "score" in k or "head" in k]
+        task = get_task(infer_task(ModelConfig(name_or_path=spec, revision=revision)))
+        model, missing = task.load_model_as_saved(location, revision)
+        fresh = [k for k in missing if "classifier" in k or "score" in k or "head" in k]
         if fresh:
             raise TeacherError(
                 f"Teacher '{spec}' has no trained classification head (missing {sorted(fresh)[:3]}): it is a base "
@@ -126,7 +126,7 @@ def load_teacher(spec: str, revision: str | None = None) -> Teacher:
     if labels is None:
         labels = LabelMap.from_model_config(model.config.id2label)
     model.eval().requires_grad_(False)
-    return Teacher(model, _load_tokenizer(location, revision), labels, spec, size)
+    return Teacher(model, _load_processor(task, spec, revision), labels, spec, size)
 
 
 def _generic_names(names: tuple[str, ...]) -> bool:

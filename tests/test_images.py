@@ -11,7 +11,7 @@ import pytest
 import torch
 from PIL import Image
 from safetensors.torch import load_file
-from transformers import ResNetConfig, ResNetForImageClassification
+from transformers import ResNetConfig, ResNetForImageClassification, ResNetModel
 from transformers.models.convnext.image_processing_pil_convnext import ConvNextImageProcessorPil
 
 from hftransfer.cli import main
@@ -22,6 +22,7 @@ from hftransfer.data.sources import DataError
 from hftransfer.modeling_images import load_image_classifier, load_image_processor
 from hftransfer.saved import load_run
 from hftransfer.strategies import build_strategy
+from hftransfer.teachers import TeacherError, load_teacher
 
 CLASSES = ("blue", "green", "red")  # the colour that dominates the image; folder names are sorted on purpose
 CHANNEL = {"red": 0, "green": 1, "blue": 2}
@@ -66,6 +67,10 @@ def write_folder(root: Path, per_class: int, seed: int) -> Path:
         for i in range(per_class):
             write_image(colour_image(rng, colour), root / colour / f"{i}", variant=i if i % 6 != 5 else 0)
     return root
+
+
+def image_paths(root: Path) -> list[Path]:
+    return sorted(p for p in root.rglob("*") if p.is_file())
 
 
 @pytest.fixture(scope="module")
@@ -261,17 +266,49 @@ def test_lora_adapter_trains_only_adapters_and_reloads_identically(tiny_resnet, 
     accuracy = float((logits.argmax(-1) == np.asarray(rows["labels"])).mean())
     assert accuracy == pytest.approx(results["eval"]["accuracy"])  # reload predicts as the trained model did
 
+    bare = tmp_path / "bare-adapter"  # the adapter and labels without the recipe: the base names the modality
+    shutil.copytree(out, bare, ignore=shutil.ignore_patterns("config.yaml"))
+    teacher = load_teacher(str(bare))
+    np.testing.assert_allclose(dataset_logits(teacher.model, rows, collator), logits, atol=1e-5)
+
+
+def save_plain_copy(run: Path, folder: Path) -> Path:
+    """The run's classifier and processor through `save_pretrained` only: no recipe, no labels.json."""
+    ResNetForImageClassification.from_pretrained(run).save_pretrained(folder)
+    ConvNextImageProcessorPil.from_pretrained(run).save_pretrained(folder)
+    return folder
+
+
+def test_image_teacher_from_a_plain_folder_loads_as_an_image_classifier(full_run, image_dirs, tmp_path):
+    plain = save_plain_copy(full_run, tmp_path / "plain")
+    teacher = load_teacher(str(plain))
+    assert type(teacher.model).__name__ == "ResNetForImageClassification"
+    assert teacher.labels.names == CLASSES and hasattr(teacher.tokenizer, "image_mean")
+    assert not any(p.requires_grad for p in teacher.model.parameters())
+    pixels = ImageCollator(teacher.tokenizer)(
+        [{"image": {"path": str(p), "bytes": None}} for p in image_paths(image_dirs[1])]
+    )
+    expected = load_run(full_run).model(**pixels).logits
+    torch.testing.assert_close(teacher.model(**pixels).logits, expected)
+
+    headless = tmp_path / "headless"
+    ResNetModel(ResNetConfig.from_pretrained(plain)).save_pretrained(headless)
+    with pytest.raises(TeacherError, match="no trained classification head"):
+        load_teacher(str(headless))
+
 
 @pytest.mark.slow
-def test_distill_from_full_run_to_smaller_resnet(full_run, image_dirs, tmp_path):
+@pytest.mark.parametrize("teacher_kind", ["run", "plain"])
+def test_distill_from_full_run_to_smaller_resnet(full_run, image_dirs, tmp_path, teacher_kind):
     student = save_tiny_resnet(tmp_path / "student", hidden_sizes=(4, 8))
+    teacher = full_run if teacher_kind == "run" else save_plain_copy(full_run, tmp_path / "plain-teacher")
     out = tmp_path / "distill"
     args = train_args(
         student,
         *image_dirs,
         out,
         "strategy.name=distill",
-        f"strategy.distill.teacher={full_run}",
+        f"strategy.distill.teacher={teacher}",
         "strategy.distill.measure_latency=false",
     )
     assert main(args) == 0
