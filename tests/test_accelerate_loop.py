@@ -67,6 +67,8 @@ def test_trainer_and_accelerate_loops_take_the_same_steps(tiny_recipe, tmp_path,
     by_accelerate = _run(tiny_recipe(*common, "train.loop=accelerate", f"train.output_dir={tmp_path / 'accelerate'}"))
 
     assert by_trainer["global_steps"] == by_accelerate["global_steps"] == 6
+    for run in (by_trainer, by_accelerate):  # two epochs, each timed without its evaluation
+        assert len(run["epoch_train_s"]) == 2 and 0 < sum(run["epoch_train_s"]) <= run["train_runtime_s"]
     for key in ("loss", "grad_norm", "learning_rate"):
         np.testing.assert_allclose(_history(by_accelerate, key), _history(by_trainer, key), rtol=0, atol=1e-6)
     trainer_evals = [e["eval_loss"] for e in by_trainer["log_history"] if "eval_loss" in e]

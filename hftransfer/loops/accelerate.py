@@ -100,7 +100,7 @@ def run_accelerate_loop(
     bar = tqdm(
         total=total_steps, initial=progress.global_step, desc="train", disable=not accelerator.is_local_main_process
     )
-    started, samples_this_run = time.perf_counter(), 0
+    started, samples_this_run, epoch_train_s = time.perf_counter(), 0, []
     running_loss, steps_since_log, grad_norm = torch.zeros((), device=accelerator.device), 0, None
     stop = progress.global_step >= total_steps
 
@@ -108,6 +108,7 @@ def run_accelerate_loop(
     for epoch in range(progress.epoch, num_epochs):
         if stop:
             break
+        epoch_started = time.perf_counter()
         train_batches.set_epoch(epoch)  # Accelerate's loader keeps its own epoch counter...
         sampler.set_epoch(epoch)  # ...and does not reach a sampler it wrapped for sharding
         skip = progress.batches_done if epoch == progress.epoch else 0
@@ -142,6 +143,8 @@ def run_accelerate_loop(
             progress.epoch, progress.batches_done = (epoch + 1, 0) if end_of_epoch else (epoch, index + 1)
             last_step = progress.global_step >= total_steps
             epoch_float = epoch + (index + 1) / batches_per_epoch
+            if end_of_epoch:
+                epoch_train_s.append(time.perf_counter() - epoch_started)
 
             if progress.global_step % train.logging_steps == 0 or last_step:
                 entry = {
@@ -206,6 +209,7 @@ def run_accelerate_loop(
         global_steps=progress.global_step,
         losses=[entry["loss"] for entry in progress.log_history if "loss" in entry],
         log_history=progress.log_history,
+        epoch_train_s=epoch_train_s,
     )
 
 

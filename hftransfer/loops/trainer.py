@@ -86,6 +86,20 @@ class _StrategySteps(TrainerCallback):
         self.strategy.on_step(model, state.global_step, self.steps_per_epoch)
 
 
+class _EpochTimer(TrainerCallback):
+    """`on_epoch_end` runs before the epoch's evaluation, so the times are training steps only."""
+
+    def __init__(self) -> None:
+        self.times: list[float] = []
+        self._started = 0.0
+
+    def on_epoch_begin(self, args, state, control, **kwargs):
+        self._started = time.perf_counter()
+
+    def on_epoch_end(self, args, state, control, **kwargs):
+        self.times.append(time.perf_counter() - self._started)
+
+
 def training_arguments(config: RunConfig, work_dir: Path) -> TrainingArguments:
     train = config.train
     precision = resolve_precision(train.precision)
@@ -159,6 +173,8 @@ def run_trainer_loop(
     # Optimizer steps per epoch, the unit `on_step` counts in (the last accumulation group may be short).
     steps_per_epoch = math.ceil(len(trainer.get_train_dataloader()) / config.train.gradient_accumulation_steps)
     trainer.add_callback(_StrategySteps(strategy, steps_per_epoch))
+    epoch_timer = _EpochTimer()
+    trainer.add_callback(epoch_timer)
     if trainer.args.disable_tqdm:
         trainer.remove_callback(PrinterCallback)
         trainer.add_callback(_LogLines())
@@ -177,4 +193,5 @@ def run_trainer_loop(
         global_steps=trainer.state.global_step,
         losses=losses,
         log_history=trainer.state.log_history,
+        epoch_train_s=epoch_timer.times,
     )
