@@ -77,6 +77,7 @@ def train(config: RunConfig) -> dict:
         "global_steps": outcome.global_steps,
         "train_runtime_s": outcome.train_runtime_s,
         "train_samples_per_second": outcome.train_samples_per_second,
+        "epoch_train_s": outcome.epoch_train_s,
         "eval_runtime_s": eval_runtime,
         "train_losses": outcome.losses,
         "precision": precision,
