@@ -1,17 +1,21 @@
 """`hftransfer export --onnx`: an ONNX graph of a run's classifier, checked against the torch logits.
 
-Optional extra: needs `pip install onnx onnxruntime`. The graph takes the tokenizer's tensors
+Optional extra: needs `pip install onnx onnxruntime`. A text graph takes the tokenizer's tensors
 (`input_ids`, `attention_mask`, and `token_type_ids` when the model uses them) with dynamic
-batch and sequence axes and returns `logits`. Adapters are merged first and `model.pooling`
-is part of the graph, so the file alone reproduces `hftransfer predict`. The export is only
-published after onnxruntime's logits on the run's validation rows match torch's.
+batch and sequence axes; an image graph takes `pixel_values` (the image processor's output, whose
+size the processor fixes) with a dynamic batch axis. Both return `logits`. Adapters are merged first
+and `model.pooling` is part of the graph, so the file alone (with the saved tokenizer or image
+processor) reproduces `hftransfer predict`. The export is only published after onnxruntime's logits
+on the run's validation rows match torch's.
 """
 
 from __future__ import annotations
 
+import io
 import json
 import shutil
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -20,12 +24,13 @@ import torch
 from datasets import Dataset
 from torch import nn
 
-from hftransfer.data import DynamicPaddingCollator, load_splits, tokenize_split
+from hftransfer.data import DynamicPaddingCollator, tokenize_split
 from hftransfer.data.loaders import eval_loader
 from hftransfer.errors import UserError
 from hftransfer.inference import dataset_logits
 from hftransfer.outputs import publish, staging_dir, write_json
 from hftransfer.saved import LABELS_FILE, RECIPE_FILE, SavedRun, load_run
+from hftransfer.tasks import IMAGE, get_task
 
 ONNX_FILE = "model.onnx"
 REPORT_FILE = "onnx_check.json"
@@ -42,6 +47,17 @@ class OnnxExport:
     rows_checked: int
     max_abs_diff: float
     same_predictions: bool
+
+
+@dataclass
+class _CheckInputs:
+    """Rows to check the graph on, how they batch, a batch to trace with, and the graph's inputs and axes."""
+
+    rows: Dataset
+    collator: Callable
+    sample: dict[str, torch.Tensor]
+    names: list[str]
+    axes: dict[int, str]
 
 
 class _LogitsOnly(nn.Module):
@@ -80,30 +96,25 @@ def export_onnx(
     import onnxruntime as ort
 
     run = load_run(output_dir)
-    if run.config.task != "text-classification":
-        raise ExportError(f"ONNX export covers text classifiers so far; {output_dir} is {run.config.task}.")
     model = run.model
     if hasattr(model, "merge_and_unload"):
         model = model.merge_and_unload()  # one graph; the adapter cannot stay separate in ONNX
     model = model.float().eval()
-    rows = _check_rows(run, max_check_rows)
-    collator = DynamicPaddingCollator(run.tokenizer)
-    sample = collator([rows[i] for i in _padded_pair(rows)])
-    input_names = [name for name in run.tokenizer.model_input_names if name in sample]
+    check = _image_inputs(run, max_check_rows) if run.config.task == IMAGE else _text_inputs(run, max_check_rows)
+    rows, collator, input_names = check.rows, check.collator, check.names
 
     work = staging_dir(out, overwrite)
     wrapper = _LogitsOnly(model, input_names).eval()
-    axes = {name: {0: "batch", 1: "sequence"} for name in input_names}
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # tracer warnings about Python control flow on shapes
         torch.onnx.export(
             wrapper,
-            tuple(sample[name] for name in input_names),
+            tuple(check.sample[name] for name in input_names),
             str(work / ONNX_FILE),
             dynamo=False,
             input_names=input_names,
             output_names=["logits"],
-            dynamic_axes={**axes, "logits": {0: "batch"}},
+            dynamic_axes={**{name: check.axes for name in input_names}, "logits": {0: "batch"}},
             opset_version=opset,
         )
     session = ort.InferenceSession(str(work / ONNX_FILE), providers=["CPUExecutionProvider"])
@@ -128,20 +139,61 @@ def export_onnx(
     return OnnxExport(folder, len(rows), diff, same)
 
 
-def _check_rows(run: SavedRun, limit: int) -> Dataset:
+def _text_inputs(run: SavedRun, limit: int) -> _CheckInputs:
     """Tokenized validation rows of the run's own data (or a few fixed texts if that data is gone)."""
     data_config = run.config.data
-    try:
-        split = load_splits(data_config, need_train=False).get("validation")
-    except (UserError, FileNotFoundError, ValueError):
-        split = None
+    split = _validation_split(run, limit)
     if split is None:
         split = Dataset.from_dict({data_config.text_columns[0]: _FALLBACK_TEXTS})
         if len(data_config.text_columns) > 1:
             split = split.add_column(data_config.text_columns[1], list(reversed(_FALLBACK_TEXTS)))
-    split = split.select(range(min(limit, len(split))))
     keep = [c for c in split.column_names if c in data_config.text_columns]
-    return tokenize_split(split.select_columns(keep), run.tokenizer, data_config, "onnx-check")
+    rows = tokenize_split(split.select_columns(keep), run.tokenizer, data_config, "onnx-check")
+    collator = DynamicPaddingCollator(run.tokenizer)
+    sample = collator([rows[i] for i in _padded_pair(rows)])
+    names = [name for name in run.tokenizer.model_input_names if name in sample]
+    return _CheckInputs(rows, collator, sample, names, {0: "batch", 1: "sequence"})
+
+
+def _image_inputs(run: SavedRun, limit: int) -> _CheckInputs:
+    """Validation images of the run's own data as its processor prepares them (or a few made-up images)."""
+    from hftransfer.data.images import IMAGE_COLUMN
+
+    task = get_task(IMAGE)
+    split = _validation_split(run, limit)
+    if split is not None:
+        rows = task.encode_split(split, run.labels, run.config.data, "onnx-check", run.tokenizer)
+    else:
+        rows = Dataset.from_dict({IMAGE_COLUMN: _fallback_images()})
+    collator = task.make_collator(run.tokenizer, run.config.data)
+    # Two images, so the traced graph does not bake in a batch of one.
+    sample = collator([rows[i] for i in range(min(2, len(rows)))])
+    return _CheckInputs(rows, collator, sample, ["pixel_values"], {0: "batch"})
+
+
+def _validation_split(run: SavedRun, limit: int) -> Dataset | None:
+    """Up to `limit` raw validation rows of the run's recipe, or None when its data cannot be read here."""
+    try:
+        split = get_task(run.config.task).load_splits(run.config.data, need_train=False).get("validation")
+    except (UserError, FileNotFoundError, ValueError):
+        return None
+    return split.select(range(min(limit, len(split)))) if split is not None else None
+
+
+def _fallback_images() -> list[dict]:
+    """In-memory PNGs of different sizes and modes (undecoded references, like a dataset's image column)."""
+    from PIL import Image
+
+    refs = []
+    for size, mode, colour in (
+        ((40, 30), "RGB", (200, 40, 40)),
+        ((25, 60), "L", 90),
+        ((64, 64), "RGBA", (0, 90, 200, 255)),
+    ):
+        buffer = io.BytesIO()
+        Image.new(mode, size, colour).save(buffer, format="PNG")
+        refs.append({"path": None, "bytes": buffer.getvalue()})
+    return refs
 
 
 def _padded_pair(rows: Dataset) -> list[int]:

@@ -331,6 +331,43 @@ def test_source_to_target_gets_new_head_and_keeps_backbone(full_run):
     assert torch.equal(same.state_dict()["classifier.1.weight"], source["classifier.1.weight"])
 
 
+def test_onnx_export_takes_pixel_values_with_a_dynamic_batch_and_matches_torch(full_run, image_dirs, tmp_path, capsys):
+    ort = pytest.importorskip("onnxruntime")
+    pytest.importorskip("onnx")
+    from hftransfer.export_onnx import export_onnx
+
+    onnx_dir = tmp_path / "onnx"
+    capsys.readouterr()
+    assert main(["export", str(full_run), "--out", str(onnx_dir), "--onnx"]) == 0
+    paths = image_paths(image_dirs[1])
+    assert f"onnxruntime matches torch on {len(paths)} validation rows" in capsys.readouterr().out
+    assert {"model.onnx", "preprocessor_config.json", "config.json", "labels.json"} <= {
+        p.name for p in onnx_dir.iterdir()
+    }
+    assert json.loads((onnx_dir / "onnx_check.json").read_text())["inputs"] == ["pixel_values"]
+
+    # The exported folder alone: its processor, then onnxruntime on batches of 1 and of all images.
+    session = ort.InferenceSession(str(onnx_dir / "model.onnx"), providers=["CPUExecutionProvider"])
+    (graph_input,) = session.get_inputs()
+    assert graph_input.name == "pixel_values" and isinstance(graph_input.shape[0], str)  # dynamic batch
+    processor = ConvNextImageProcessorPil.from_pretrained(onnx_dir)
+    pixels = processor(images=[Image.open(p).convert("RGB") for p in paths], return_tensors="np")["pixel_values"]
+    batched = session.run(["logits"], {"pixel_values": pixels})[0]
+    one_by_one = np.concatenate(
+        [session.run(["logits"], {"pixel_values": pixels[i : i + 1]})[0] for i in range(len(paths))]
+    )
+    np.testing.assert_allclose(batched, one_by_one, atol=1e-5)
+    with torch.no_grad():
+        expected = load_run(full_run).model(pixel_values=torch.from_numpy(pixels)).logits.numpy()
+    np.testing.assert_allclose(batched, expected, atol=1e-4)
+
+    moved = tmp_path / "data-gone"  # the recipe's images are not here: a few made-up images check the graph
+    shutil.copytree(full_run, moved)
+    recipe = moved / "config.yaml"
+    recipe.write_text(recipe.read_text().replace(str(image_dirs[1]), str(tmp_path / "nowhere")))
+    assert export_onnx(moved, tmp_path / "onnx2").rows_checked == 3
+
+
 def test_text_checkpoint_with_image_data_fails_clearly(tiny_bert_dir, image_dirs, tmp_path):
     args = train_args(tiny_bert_dir, *image_dirs, tmp_path / "o", "task=image-classification")
     assert main(args) == 2
