@@ -154,6 +154,20 @@ def _add_data_options(parser: argparse.ArgumentParser, max_rows: int) -> None:
     parser.add_argument("--out", help="Also write the report as JSON here.")
 
 
+def _compare(args: argparse.Namespace) -> int:
+    from hftransfer.compare import parse_strategies, run_comparison
+    from hftransfer.compare.report import table
+
+    strategies = parse_strategies(args.strategies)  # an unknown name fails before anything loads
+    out = args.out or f"outputs/compare-{Path(args.recipe).stem if args.recipe else 'default'}"
+    report = run_comparison(
+        args.recipe, strategies, args.overrides, out, in_process=args.in_process, latency=not args.no_latency
+    )
+    print(table(report["runs"]))
+    print(f"Wrote {out}/report.md, report.json{''.join(', ' + p for p in report['plots'])}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="hftransfer", description="Transfer learning on Hugging Face models.")
     commands = parser.add_subparsers(dest="command", required=True)
@@ -209,6 +223,17 @@ def build_parser() -> argparse.ArgumentParser:
         help="Write the files a push would upload to FOLDER (default: OUTPUT_DIR.to-push) and list them; no network.",
     )
     push.set_defaults(handler=_push)
+
+    compare = commands.add_parser(
+        "compare", help="Train several strategies on one recipe (same data and seed) and write a report."
+    )
+    compare.add_argument("recipe", nargs="?", help="YAML recipe shared by every run.")
+    compare.add_argument("overrides", nargs="*", help="key=value for every run; STRATEGY:key=value for one run.")
+    compare.add_argument("--strategies", default="full,frozen,lora,distill", help="Comma-separated subset.")
+    compare.add_argument("--out", help="Report folder (default outputs/compare-<recipe name>); runs land in OUT/runs.")
+    compare.add_argument("--in-process", action="store_true", help="Train in this process (faster; no peak RSS).")
+    compare.add_argument("--no-latency", action="store_true", help="Skip the inference latency measurement.")
+    compare.set_defaults(handler=_compare)
 
     data_help = (
         "a YAML recipe (its data section; --split picks the split), a csv/tsv/json/jsonl/parquet file, "

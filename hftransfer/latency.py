@@ -18,7 +18,7 @@ def _sync(device: torch.device) -> None:
 
 def sample_batches(dataset: Dataset, collate_fn: Callable, batch_size: int, count: int) -> list[dict]:
     """`count` batches of `batch_size` rows taken in order (wrapping around a small dataset)."""
-    columns = [c for c in ("input_ids", "token_type_ids", "attention_mask") if c in dataset.column_names]
+    columns = [c for c in ("input_ids", "token_type_ids", "attention_mask", "image") if c in dataset.column_names]
     rows = dataset.select_columns(columns)
     batches = []
     for b in range(count):

@@ -15,8 +15,8 @@ from hftransfer.saved import SavedRun
 from hftransfer.tasks import IMAGE, get_task
 
 
-def evaluate_run(run: SavedRun, split: str = "validation", file: str | None = None, batch_size: int = 64) -> dict:
-    """Metrics of the saved model on a split of its recipe's data, or on another labelled file."""
+def encode_run_split(run: SavedRun, split: str = "validation", file: str | None = None) -> Dataset:
+    """Model-ready rows of a split of the run's recipe data, or of another labelled file, encoded as the run was."""
     data_config = run.config.data
     task = get_task(run.config.task)
     if file is not None:
@@ -27,8 +27,14 @@ def evaluate_run(run: SavedRun, split: str = "validation", file: str | None = No
         if split not in splits:
             raise DataError(f"No '{split}' split in the recipe's data; it has {sorted(splits)}.")
         raw, name = splits[split], split
-    encoded = task.encode_split(raw, run.labels, data_config, name, run.tokenizer)
-    logits = dataset_logits(run.model, encoded, task.make_collator(run.tokenizer, data_config), batch_size)
+    return task.encode_split(raw, run.labels, data_config, name, run.tokenizer)
+
+
+def evaluate_run(run: SavedRun, split: str = "validation", file: str | None = None, batch_size: int = 64) -> dict:
+    """Metrics of the saved model on a split of its recipe's data, or on another labelled file."""
+    encoded = encode_run_split(run, split, file)
+    collator = get_task(run.config.task).make_collator(run.tokenizer, run.config.data)
+    logits = dataset_logits(run.model, encoded, collator, batch_size)
     return classification_metrics(encoded["labels"], logits, label_names=run.labels.names)
 
 

@@ -80,6 +80,7 @@ def train(config: RunConfig) -> dict:
         "epoch_train_s": outcome.epoch_train_s,
         "eval_runtime_s": eval_runtime,
         "train_losses": outcome.losses,
+        "log_history": outcome.log_history,  # per-step train loss and eval metrics (learning curves)
         "precision": precision,
         "hardware": _hardware(),
         "versions": {
@@ -89,6 +90,8 @@ def train(config: RunConfig) -> dict:
         },
         "finished_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
     }
+    if torch.cuda.is_available():  # this process's peak since start (callers training repeatedly reset it)
+        results["peak_gpu_memory_bytes"] = torch.cuda.max_memory_allocated()
     if data.notes:
         results["data"] = data.notes
     extra = strategy.extra_results(outcome.model, metrics, work)

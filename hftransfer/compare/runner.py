@@ -1,0 +1,138 @@
+"""`hftransfer compare`: train each planned strategy (or reuse its finished run), measure, and write the report.
+
+A run counts as finished only when `<report>/runs/<s>` exists with its results.json: training publishes that
+folder by renaming `<s>.incomplete` at the very end, so an interrupted comparison resumes with the runs it
+had not finished (those start over). A finished run is reused only if its saved recipe matches the plan.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from datetime import datetime, timezone
+from pathlib import Path
+
+from hftransfer.compare.measure import measure_latency, train_in_subprocess
+from hftransfer.compare.plan import CompareError, RunPlan, config_differences, plan_runs
+from hftransfer.compare.plots import MISSING_NOTE, plots_available, write_plots
+from hftransfer.compare.report import RunRow, build_report, markdown
+from hftransfer.config import load_config, save_config
+from hftransfer.outputs import write_json
+from hftransfer.saved import RECIPE_FILE, RESULTS_FILE
+
+logger = logging.getLogger("hftransfer")
+
+WORK_DIR = "work"
+"""Per-run recipe (`<s>.yaml`), log (`<s>.log`) and peak memory (`<s>.memory.json`)."""
+REPORT_MD, REPORT_JSON = "report.md", "report.json"
+
+
+def is_finished(folder: Path) -> bool:
+    return (folder / RESULTS_FILE).is_file() and (folder / RECIPE_FILE).is_file()
+
+
+def run_comparison(
+    recipe: str | Path | None,
+    strategies: list[str],
+    overrides: list[str],
+    report_dir: str | Path,
+    in_process: bool = False,
+    latency: bool = True,
+) -> dict:
+    """Run (or reuse) every strategy, then write report.md, report.json and the plots; returns report.json."""
+    report_dir = Path(report_dir)
+    plans = plan_runs(recipe, strategies, overrides, report_dir)
+    _check_reusable(plans)
+    work = report_dir / WORK_DIR
+    work.mkdir(parents=True, exist_ok=True)
+
+    trained: set[str] = set()
+    for plan in plans:
+        stale = [d for d in plan.depends_on if d in trained]
+        if is_finished(plan.output_dir) and not stale:
+            logger.info("compare: reusing the finished %s run in %s", plan.strategy, plan.output_dir)
+            continue
+        if stale:
+            logger.info("compare: retraining %s, since %s was retrained", plan.strategy, ", ".join(stale))
+        logger.info("compare: training %s -> %s", plan.strategy, plan.output_dir)
+        _train(plan, work, in_process)
+        trained.add(plan.strategy)
+
+    rows = [_row(plan, work, reused=plan.strategy not in trained) for plan in plans]
+    device = None
+    if latency:
+        timings = measure_latency({row.strategy: Path(row.output_dir) for row in rows})
+        for row in rows:
+            row.latency_ms = timings.get(row.strategy, {})
+        import torch
+
+        device = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "CPU"
+    first = plans[0].config
+    meta = {
+        "recipe": str(recipe) if recipe else None,
+        "strategies": [plan.strategy for plan in plans],
+        "overrides": list(overrides),
+        "seed": first.train.seed,
+        "in_process": in_process,
+        "latency_device": device,
+        "created_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+    }
+    report = build_report(rows, meta)
+    plots, note = [], MISSING_NOTE
+    if plots_available():
+        plots = write_plots(report_dir, report["runs"], {r.strategy: r.results.get("log_history") or [] for r in rows})
+        note = None
+    report["plots"] = plots
+    write_json(report_dir / REPORT_JSON, report)
+    (report_dir / REPORT_MD).write_text(markdown(report, plots, note))
+    return report
+
+
+def _check_reusable(plans: list[RunPlan]) -> None:
+    """Before anything trains: a finished run made with other settings would make the comparison unfair."""
+    for plan in plans:
+        if not is_finished(plan.output_dir):
+            continue
+        differences = config_differences(load_config(plan.output_dir / RECIPE_FILE), plan.config)
+        if differences:
+            raise CompareError(
+                f"{plan.output_dir} was trained with other settings than this comparison asks for "
+                f"({'; '.join(differences[:5])}). Delete that folder to retrain it, or choose another --out."
+            )
+
+
+def _train(plan: RunPlan, work: Path, in_process: bool) -> None:
+    recipe = work / f"{plan.strategy}.yaml"
+    save_config(plan.config, recipe)
+    peak_rss = None
+    if in_process:
+        import torch
+
+        from hftransfer import training
+
+        if torch.cuda.is_available():
+            torch.cuda.reset_peak_memory_stats()
+        training.train(plan.config)
+    else:
+        code, peak_rss = train_in_subprocess(recipe, work / f"{plan.strategy}.log")
+        if code != 0:
+            raise CompareError(
+                f"The {plan.strategy} run failed (exit code {code}; its output is above and in "
+                f"{work / plan.strategy}.log). Finished runs are kept: fix the cause and run compare again."
+            )
+    write_json(work / f"{plan.strategy}.memory.json", {"peak_rss_bytes": peak_rss, "in_process": in_process})
+
+
+def _row(plan: RunPlan, work: Path, reused: bool) -> RunRow:
+    results = json.loads((plan.output_dir / RESULTS_FILE).read_text())
+    memory_file = work / f"{plan.strategy}.memory.json"
+    memory = json.loads(memory_file.read_text()) if memory_file.is_file() else {}
+    return RunRow(
+        strategy=plan.strategy,
+        output_dir=str(plan.output_dir),
+        reused=reused,
+        results=results,
+        peak_rss_bytes=memory.get("peak_rss_bytes"),
+        learning_rate=plan.config.train.learning_rate,
+        notes=plan.notes,
+    )
