@@ -143,18 +143,33 @@ def _cli_args(config) -> list[str]:
 
 
 @pytest.mark.slow
-def test_two_processes_give_the_metrics_of_one(tiny_recipe, tiny_bert_no_dropout, tmp_path):
+@pytest.mark.parametrize(
+    "strategy",
+    [
+        (),
+        # Mean pooling leaves the checkpoint's pooler unused: DDP must not need find_unused_parameters.
+        ("strategy.name=frozen", "strategy.frozen.mode=head_only", "model.pooling=mean"),
+        ("strategy.name=lora", "model.pooling=mean"),
+    ],
+    ids=["full", "head-only", "lora"],
+)
+def test_two_processes_give_the_metrics_of_one(tiny_recipe, tiny_bert_no_dropout, tmp_path, strategy):
     """DDP on 2 CPU processes (gloo) vs. one process accumulating the same 2 batches per step.
 
     Eval batches of 12 over 32 rows make the last round uneven, so Accelerate pads it with repeated
     rows; `gather_for_metrics` must drop them (32 samples counted, metrics equal to one process).
     """
-    common = (f"model.name_or_path={tiny_bert_no_dropout}", "train.loop=accelerate", "train.eval_batch_size=12")
+    common = (
+        f"model.name_or_path={tiny_bert_no_dropout}",
+        "train.loop=accelerate",
+        "train.eval_batch_size=12",
+        *strategy,
+    )
     two = tiny_recipe(*common, f"train.output_dir={tmp_path / 'two'}")
     env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"}
     launch = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2"]
     launch += ["--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no"]
-    launch += ["--main_process_port", str(_free_port()), "-m", "hftransfer", "train", *_cli_args(two)]
+    launch += ["--main_process_port", str(_free_port()), "-m", "hftransfer", "train", *_cli_args(two), *strategy]
     done = subprocess.run(launch, env=env, cwd=REPO, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]
     assert done.stdout.count("Wrote ") == 1  # only the main process writes the output folder
@@ -170,13 +185,14 @@ def test_two_processes_give_the_metrics_of_one(tiny_recipe, tiny_bert_no_dropout
     for two_eval, one_eval in zip(two_evals, one_evals, strict=True):
         for key in ("eval_accuracy", "eval_f1", "eval_roc_auc", "eval_num_samples"):
             assert two_eval[key] == pytest.approx(one_eval[key], abs=1e-9)
-        assert two_eval["eval_loss"] == pytest.approx(one_eval["eval_loss"], abs=1e-5)
+        # All-reduce vs. accumulation sums in another order: float noise only (a DDP bug shows at ~1e-2).
+        assert two_eval["eval_loss"] == pytest.approx(one_eval["eval_loss"], rel=1e-4)
     # The gathered in-loop eval of the 2-process run equals a one-process pass over the same final weights.
     final = two_evals[-1]
     for key in ("accuracy", "f1", "roc_auc", "num_samples"):
         assert final[f"eval_{key}"] == pytest.approx(by_two["eval"][key], abs=1e-9)
     two_losses = [e["loss"] for e in two_history if "loss" in e]
-    np.testing.assert_allclose(two_losses, _history(by_one, "loss"), rtol=0, atol=1e-5)
+    np.testing.assert_allclose(two_losses, _history(by_one, "loss"), rtol=1e-4, atol=0)
 
 
 @pytest.mark.slow
