@@ -24,6 +24,8 @@ from hftransfer.training import train
 RUNS = {
     "full": ("recipes/text-sst2-minilm-full.yaml", []),
     "frozen-half": ("recipes/text-sst2-minilm-frozen.yaml", []),
+    # Embeddings only: drops the dense 30k x 384 word-embedding gradient and its AdamW update every step.
+    "frozen-emb": ("recipes/text-sst2-minilm-frozen.yaml", ["strategy.frozen.frozen_blocks=0"]),
     "head-only": (
         "recipes/text-sst2-minilm-frozen.yaml",
         ["strategy.frozen.mode=head_only", "strategy.frozen.frozen_blocks=null", "train.learning_rate=1e-2"],
