@@ -263,7 +263,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args, extra = parser.parse_known_args(argv)
+    if extra:  # `compare RECIPE --strategies ... key=value`: argparse leaves overrides given after options
+        if not hasattr(args, "overrides") or any(e.startswith("-") or "=" not in e for e in extra):
+            parser.error(f"unrecognized arguments: {' '.join(extra)}")
+        args.overrides.extend(extra)
     if getattr(args, "recipe", None) and "=" in args.recipe:  # `hftransfer train key=value` with no recipe
         args.overrides.insert(0, args.recipe)
         args.recipe = None

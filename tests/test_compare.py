@@ -120,8 +120,9 @@ def test_second_compare_reuses_finished_runs_and_resumes_unfinished_ones(compare
 def test_unknown_strategy_fails_early_with_the_valid_names(tmp_path, capsys):
     with pytest.raises(CompareError, match=r"'bogus'.*valid: distill, frozen, full, lora"):
         parse_strategies("full,bogus")
-    out = tmp_path / "report"
-    assert main(["compare", "--strategies", "full,bogus", "--out", str(out)]) == 2
+    out, recipe = tmp_path / "report", tmp_path / "recipe.yaml"
+    recipe.write_text("train:\n  epochs: 1\n")
+    assert main(["compare", str(recipe), "--strategies", "full,bogus", "--out", str(out), "train.epochs=2"]) == 2
     assert "valid: distill, frozen, full, lora" in capsys.readouterr().err
     assert not out.exists()
 
