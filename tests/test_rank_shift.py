@@ -12,10 +12,11 @@ import torch
 from conftest import write_tsv
 from scipy.stats import multivariate_normal
 from test_images import save_tiny_resnet, write_folder
-from transformers import AutoModel, AutoTokenizer, BertConfig, BertModel
+from transformers import AutoImageProcessor, AutoModel, AutoTokenizer, BertConfig, BertModel, ResNetModel
 
 from hftransfer.cli import main
 from hftransfer.config import DataConfig, save_config
+from hftransfer.data.images import decode
 from hftransfer.features import DataSpec, extract_features, read_rows
 from hftransfer.shift import CLOSE, FAR, ProxyADistance, _unbiased_mmd2, interpret, mmd_test, proxy_a_distance
 from hftransfer.transferability import class_evidence, h_score, linear_probe, logme
@@ -157,6 +158,13 @@ def test_image_features_are_what_the_head_reads(image_setup, tmp_path):
     assert report["task"] == "image-classification" and report["rows"] == 15
     assert report["classes"] == ["blue", "green", "red"]
     assert report["candidates"][0]["dims"] == 16  # the last stage's width, pooled
+
+    rows = read_rows(DataSpec(str(folder), max_rows=3), DataConfig(), "image-classification")
+    features = extract_features(str(model_dir), rows, DataConfig(), "image-classification")
+    pixels = AutoImageProcessor.from_pretrained(model_dir)(images=[decode(rows[1]["image"])], return_tensors="pt")
+    with torch.no_grad():
+        pooled = ResNetModel.from_pretrained(model_dir).eval()(**pixels).pooler_output.flatten(1)
+    np.testing.assert_allclose(features[1], pooled[0].numpy(), atol=1e-5)
 
 
 # --- commands ------------------------------------------------------------------------------------------------------
