@@ -111,6 +111,12 @@ def test_second_compare_reuses_finished_runs_and_resumes_unfinished_ones(compare
     assert [r["strategy"] for r in resumed["runs"] if not r["reused"]] == ["frozen"]
     assert not (out / "runs" / "frozen.incomplete").exists()
 
+    # A retrained teacher makes the finished distill run stale: it is retrained too.
+    shutil.rmtree(out / "runs" / "full")
+    trained.clear()
+    run_comparison(None, ["full", "frozen", "lora", "distill"], overrides, out, in_process=True, latency=False)
+    assert trained == ["full", "distill"]
+
     # Other settings than the finished runs had: refused before anything trains.
     monkeypatch.setattr(training, "train", no_training)
     with pytest.raises(CompareError, match=r"train\.epochs"):

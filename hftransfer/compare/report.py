@@ -30,6 +30,8 @@ class RunRow:
     results: dict
     peak_rss_bytes: int | None = None
     learning_rate: float | None = None
+    train_load_average: list[float | None] | None = None
+    """1-minute load average before and after training (a shared machine slows every timing)."""
     latency_ms: dict[str, float] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
 
@@ -48,6 +50,7 @@ class RunRow:
             "train_runtime_s": r.get("train_runtime_s"),
             "train_samples_per_second": r.get("train_samples_per_second"),
             "peak_rss_bytes": self.peak_rss_bytes,
+            "train_load_average": self.train_load_average,
             "peak_gpu_memory_bytes": r.get("peak_gpu_memory_bytes"),
             "checkpoint_size_bytes": r.get("checkpoint_size_bytes"),
             "latency_ms": self.latency_ms,
@@ -87,13 +90,15 @@ def markdown(report: dict, plots: list[str], plot_note: str | None) -> str:
         table(report["runs"]),
         "",
         "- accuracy, F1: on the validation rows (F1 of the positive class for two classes, else macro).",
-        "- train time, samples/s: the training loop only (no loading, no final evaluation).",
+        "- train time, samples/s: the training loop only (no loading, no final evaluation)"
+        + _train_loads(report["runs"])
+        + ".",
         "- peak memory: max resident memory (RSS) of the run's own training process (Python, libraries, data, "
         "model, optimizer); n/a for runs trained with --in-process. Peak GPU memory (GPU runs): torch's max allocated.",
         "- checkpoint: safetensors on disk in the run's folder (an adapter for LoRA).",
         "- latency: median ms per forward pass on validation rows at batch 1 and 64 on "
-        f"{report.get('latency_device', 'n/a')}, all runs timed interleaved in one process, models as saved "
-        "(LoRA with its unmerged adapter).",
+        f"{report.get('latency_device') or 'n/a'}{_load(report.get('latency_load_average'))}, all runs timed "
+        "interleaved in one process, models as saved (LoRA with its unmerged adapter).",
     ]
     lines += [f"- {note}" for row in report["runs"] for note in row["notes"]]
     reused = [row["strategy"] for row in report["runs"] if row["reused"]]
@@ -128,6 +133,18 @@ def table(runs: list[dict]) -> str:
         ]
         out.append("| " + " | ".join(cells) + " |")
     return "\n".join(out)
+
+
+def _train_loads(runs: list[dict]) -> str:
+    loads = [(run["strategy"], run.get("train_load_average")) for run in runs]
+    known = [f"{name} {load[0]:.1f}-{load[1]:.1f}" for name, load in loads if load and None not in load]
+    return f"; 1-min load average before-after each run: {', '.join(known)}" if known else ""
+
+
+def _load(load: list | None) -> str:
+    if not load or None in load:
+        return ""
+    return f" (1-min load average {load[0]:.1f} before, {load[1]:.1f} after)"
 
 
 def _fixed(value: float | None, digits: int) -> str:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -23,7 +24,7 @@ from hftransfer.saved import RECIPE_FILE, RESULTS_FILE
 logger = logging.getLogger("hftransfer")
 
 WORK_DIR = "work"
-"""Per-run recipe (`<s>.yaml`), log (`<s>.log`) and peak memory (`<s>.memory.json`)."""
+"""Per-run recipe (`<s>.yaml`), log (`<s>.log`), peak memory and load average (`<s>.measured.json`)."""
 REPORT_MD, REPORT_JSON = "report.md", "report.json"
 
 
@@ -49,19 +50,21 @@ def run_comparison(
     trained: set[str] = set()
     for plan in plans:
         stale = [d for d in plan.depends_on if d in trained]
-        if is_finished(plan.output_dir) and not stale:
-            logger.info("compare: reusing the finished %s run in %s", plan.strategy, plan.output_dir)
-            continue
-        if stale:
+        if is_finished(plan.output_dir):
+            if not stale:
+                logger.info("compare: reusing the finished %s run in %s", plan.strategy, plan.output_dir)
+                continue
             logger.info("compare: retraining %s, since %s was retrained", plan.strategy, ", ".join(stale))
         logger.info("compare: training %s -> %s", plan.strategy, plan.output_dir)
         _train(plan, work, in_process)
         trained.add(plan.strategy)
 
     rows = [_row(plan, work, reused=plan.strategy not in trained) for plan in plans]
-    device = None
+    device, load = None, None
     if latency:
+        load = _load_average()
         timings = measure_latency({row.strategy: Path(row.output_dir) for row in rows})
+        load = [load, _load_average()]
         for row in rows:
             row.latency_ms = timings.get(row.strategy, {})
         import torch
@@ -75,6 +78,7 @@ def run_comparison(
         "seed": first.train.seed,
         "in_process": in_process,
         "latency_device": device,
+        "latency_load_average": load,
         "created_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
     }
     report = build_report(rows, meta)
@@ -86,6 +90,11 @@ def run_comparison(
     write_json(report_dir / REPORT_JSON, report)
     (report_dir / REPORT_MD).write_text(markdown(report, plots, note))
     return report
+
+
+def _load_average() -> float | None:
+    """1-minute load average: on a shared machine it says how far timings are from quiet ones."""
+    return round(os.getloadavg()[0], 2) if hasattr(os, "getloadavg") else None
 
 
 def _check_reusable(plans: list[RunPlan]) -> None:
@@ -104,7 +113,7 @@ def _check_reusable(plans: list[RunPlan]) -> None:
 def _train(plan: RunPlan, work: Path, in_process: bool) -> None:
     recipe = work / f"{plan.strategy}.yaml"
     save_config(plan.config, recipe)
-    peak_rss = None
+    peak_rss, load = None, _load_average()
     if in_process:
         import torch
 
@@ -120,19 +129,21 @@ def _train(plan: RunPlan, work: Path, in_process: bool) -> None:
                 f"The {plan.strategy} run failed (exit code {code}; its output is above and in "
                 f"{work / plan.strategy}.log). Finished runs are kept: fix the cause and run compare again."
             )
-    write_json(work / f"{plan.strategy}.memory.json", {"peak_rss_bytes": peak_rss, "in_process": in_process})
+    measured = {"peak_rss_bytes": peak_rss, "in_process": in_process, "load_average": [load, _load_average()]}
+    write_json(work / f"{plan.strategy}.measured.json", measured)
 
 
 def _row(plan: RunPlan, work: Path, reused: bool) -> RunRow:
     results = json.loads((plan.output_dir / RESULTS_FILE).read_text())
-    memory_file = work / f"{plan.strategy}.memory.json"
-    memory = json.loads(memory_file.read_text()) if memory_file.is_file() else {}
+    measured_file = work / f"{plan.strategy}.measured.json"
+    measured = json.loads(measured_file.read_text()) if measured_file.is_file() else {}
     return RunRow(
         strategy=plan.strategy,
         output_dir=str(plan.output_dir),
         reused=reused,
         results=results,
-        peak_rss_bytes=memory.get("peak_rss_bytes"),
+        peak_rss_bytes=measured.get("peak_rss_bytes"),
+        train_load_average=measured.get("load_average"),
         learning_rate=plan.config.train.learning_rate,
         notes=plan.notes,
     )
