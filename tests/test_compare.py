@@ -154,3 +154,20 @@ def test_cli_compare_in_subprocesses_measures_peak_memory(base_overrides, tmp_pa
     assert run["peak_rss_bytes"] > 50 * 2**20  # a Python process with torch loaded
     assert "| frozen |" in capsys.readouterr().out
     assert (out / "work" / "frozen.log").read_text()
+
+
+def test_latency_groups_runs_by_inputs_not_by_tokenizer_call_state(tmp_path):
+    from types import SimpleNamespace
+
+    from hftransfer.compare.measure import _input_key
+
+    config = load_config(None, [])
+    folders = [tmp_path / name for name in ("a", "b", "c", "images")]
+    for folder, padding in zip(folders[:3], (None, {"strategy": "BatchLongest"}, None), strict=True):
+        folder.mkdir()
+        (folder / "tokenizer.json").write_text(json.dumps({"model": {"vocab": {"x": 0}}, "padding": padding}))
+    (folders[2] / "tokenizer.json").write_text(json.dumps({"model": {"vocab": {"y": 0}}, "padding": None}))
+    folders[3].mkdir()  # an image run: a preprocessor_config.json, no tokenizer files
+    (folders[3] / "preprocessor_config.json").write_text("{}")
+    keys = [_input_key(SimpleNamespace(folder=f, config=config)) for f in folders]
+    assert keys[0] == keys[1] and len({keys[0], keys[2], keys[3]}) == 3

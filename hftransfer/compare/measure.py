@@ -79,7 +79,7 @@ def _input_key(run) -> str:
     for name in _PROCESSOR_FILES:
         path = run.folder / name
         content = path.read_bytes() if path.is_file() else b"-"
-        if name == "tokenizer.json":  # drop the padding/truncation state a tokenizer keeps from its last call
+        if name == "tokenizer.json" and path.is_file():  # drop the padding/truncation state kept from its last call
             state = json.loads(content)
             content = json.dumps({k: v for k, v in state.items() if k not in ("padding", "truncation")}).encode()
         digest.update(name.encode() + content)

@@ -145,5 +145,14 @@ def _row(plan: RunPlan, work: Path, reused: bool) -> RunRow:
         peak_rss_bytes=measured.get("peak_rss_bytes"),
         train_load_average=measured.get("load_average"),
         learning_rate=plan.config.train.learning_rate,
-        notes=plan.notes,
+        notes=[*plan.notes, *_cost_notes(plan.strategy, results)],
     )
+
+
+def _cost_notes(strategy: str, results: dict) -> list[str]:
+    """What a row's train time leaves out."""
+    if strategy != "distill":
+        return []
+    cached = (results.get("distill") or {}).get("teacher_cache_s")
+    extra = f" and caching the teacher's train logits ({cached:.1f} s)" if cached else ""
+    return [f"distill: train time leaves out training the teacher{extra}."]
