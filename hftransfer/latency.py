@@ -30,27 +30,36 @@ def sample_batches(dataset: Dataset, collate_fn: Callable, batch_size: int, coun
 @torch.inference_mode()
 def compare_latency(
     models: dict[str, nn.Module],
-    batches: list[dict],
+    batches: list[dict] | dict[str, list[dict]],
     device: torch.device | str,
     warmup: int = 2,
     autocast_dtype: torch.dtype | None = None,
 ) -> dict[str, float]:
-    """Median milliseconds per forward pass for each model over `batches`, models alternating batch by batch."""
+    """Median milliseconds per forward pass for each model over `batches`, models alternating batch by batch.
+
+    `batches` is one list for all models, or one per model name (models with different tokenizers), of equal length.
+    """
     device = torch.device(device)
-    moved = [{k: v.to(device) for k, v in batch.items() if k != "labels"} for batch in batches]
+    per_model = batches if isinstance(batches, dict) else dict.fromkeys(models, batches)
+    moved = {
+        name: [{k: v.to(device) for k, v in batch.items() if k != "labels"} for batch in per_model[name]]
+        for name in models
+    }
     times: dict[str, list[float]] = {name: [] for name in models}
     states = {name: model.training for name, model in models.items()}
     for model in models.values():
         model.eval()
+    rounds = len(next(iter(moved.values())))
+    warm = min(warmup, rounds)
     try:
-        for i, inputs in enumerate([*moved[:warmup], *moved]):
+        for step, i in enumerate([*range(warm), *range(rounds)]):
             for name, model in models.items():
                 with torch.autocast(device.type, dtype=autocast_dtype, enabled=autocast_dtype is not None):
                     _sync(device)
                     started = time.perf_counter()
-                    model(**inputs)
+                    model(**moved[name][i])
                     _sync(device)
-                if i >= warmup:
+                if step >= warm:
                     times[name].append(1000 * (time.perf_counter() - started))
     finally:
         for name, model in models.items():

@@ -12,9 +12,9 @@ from __future__ import annotations
 import json
 import logging
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from torch import nn
@@ -25,6 +25,10 @@ from hftransfer.data.labels import LabelMap
 from hftransfer.errors import UserError
 from hftransfer.paths import resolve_location
 from hftransfer.tasks import Task, get_task, infer_task
+
+if TYPE_CHECKING:
+    from hftransfer.config import RunConfig
+    from hftransfer.data import PreparedData
 
 logger = logging.getLogger("hftransfer")
 
@@ -158,22 +162,44 @@ def check_label_mapping(teacher: LabelMap, data: LabelMap, teacher_name: str) ->
     )
 
 
-def check_tokenizers(student: PreTrainedTokenizerBase, teacher: PreTrainedTokenizerBase | None, name: str) -> None:
-    """The teacher reads the student's token ids, so both tokenizers must encode text identically."""
+def tokenizer_difference(
+    student: PreTrainedTokenizerBase, teacher: PreTrainedTokenizerBase | None, name: str, max_length: int
+) -> str | None:
+    """None when the teacher can read the student's token ids (same ids, same truncation), else what differs."""
     if teacher is None:
         raise TeacherError(
             f"Teacher '{name}' has no tokenizer files, so it cannot be checked against the student's. "
             "Save the teacher's tokenizer in its folder (hftransfer output folders have it)."
         )
-    same_vocab = student.get_vocab() == teacher.get_vocab()
-    same_ids = same_vocab and all(student(text)["input_ids"] == teacher(text)["input_ids"] for text in TOKENIZER_PROBES)
-    if not same_ids:
-        problem = "different vocabularies" if not same_vocab else "different normalization (casing/accents)"
-        raise TeacherError(
-            f"The student's tokenizer and teacher '{name}''s tokenizer differ ({problem}): the teacher would read "
-            "wrong token ids. Pick a student from the teacher's model family (same tokenizer), or cut the student "
-            "from the teacher with strategy.distill.student_layers."
-        )
+    if student.get_vocab() != teacher.get_vocab():
+        return "different vocabularies"
+    if any(student(text)["input_ids"] != teacher(text)["input_ids"] for text in TOKENIZER_PROBES):
+        return "different normalization (casing/accents)"
+    if min(max_length, teacher.model_max_length) < min(max_length, student.model_max_length):
+        return f"the teacher reads at most {teacher.model_max_length} tokens"
+    return None
+
+
+def encode_for_teacher(data: PreparedData, tokenizer: PreTrainedTokenizerBase, config: RunConfig) -> PreparedData:
+    """Train and validation rows of `config.data` encoded with the teacher's own tokenizer (and its max length).
+
+    The raw splits load deterministically (held-out validation and subsamples use fixed seeds), so row i here
+    is row i of `data`, the student's encoding; row counts and labels are checked to be sure.
+    """
+    task = get_task(config.task)
+    raw = task.load_splits(config.data)
+    encoded = {}
+    for split in ("train", "validation"):
+        rows = task.encode_split(raw[split], data.labels, config.data, f"{split} (teacher)", tokenizer)
+        student = getattr(data, split)
+        if len(rows) != len(student) or not np.array_equal(np.asarray(rows["labels"]), np.asarray(student["labels"])):
+            raise TeacherError(
+                f"The teacher's encoding of the {split} split ({len(rows)} rows) does not line up row by row with "
+                f"the student's ({len(student)} rows): the strategy was given data other than config.data as "
+                "hftransfer prepares it. Prepare the data from config.data, or use the teacher's tokenizer."
+            )
+        encoded[split] = rows
+    return replace(data, train=encoded["train"], validation=encoded["validation"], test=None)
 
 
 def check_teacher_accuracy(references: np.ndarray, logits: np.ndarray, name: str) -> dict:

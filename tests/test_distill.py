@@ -12,19 +12,20 @@ import numpy as np
 import pytest
 import torch
 from datasets import Dataset
-from transformers import AutoTokenizer, BertConfig, BertForSequenceClassification, BertModel
+from transformers import AutoTokenizer, BertConfig, BertForSequenceClassification, BertModel, BertTokenizer
 
 from hftransfer.cli import main
 from hftransfer.config import load_config
-from hftransfer.data import DynamicPaddingCollator, LabelMap
+from hftransfer.data import DynamicPaddingCollator, LabelMap, prepare_text_data
 from hftransfer.data.text import tokenize_split
 from hftransfer.saved import load_run
 from hftransfer.schema import ConfigError
 from hftransfer.strategies import build_strategy
 from hftransfer.strategies.distill import DistillConfig, DistillStrategy, distillation_loss, hidden_state_loss
 from hftransfer.students import StudentError, keep_layers
+from hftransfer.tasks import resolve_task
 from hftransfer.teacher_cache import TEACHER_LOGITS, cache_teacher_logits
-from hftransfer.teachers import TeacherError, check_label_mapping, check_teacher_accuracy, check_tokenizers
+from hftransfer.teachers import TeacherError, check_label_mapping, check_teacher_accuracy, tokenizer_difference
 from hftransfer.training import train
 
 RECIPE = Path(__file__).parent.parent / "recipes" / "text-sst2-minilm-distill.yaml"
@@ -89,10 +90,12 @@ def _sha(folder: Path) -> str:
     return hashlib.sha256((folder / "model.safetensors").read_bytes()).hexdigest()
 
 
-def _tiny_classifier(layers: int = 2, width: int = 32, seed: int = 0) -> BertForSequenceClassification:
+def _tiny_classifier(
+    layers: int = 2, width: int = 32, seed: int = 0, vocab_size: int = 30522
+) -> BertForSequenceClassification:
     torch.manual_seed(seed)
     config = BertConfig(
-        vocab_size=30522,
+        vocab_size=vocab_size,
         hidden_size=width,
         num_hidden_layers=layers,
         num_attention_heads=2,
@@ -218,13 +221,17 @@ def test_label_mapping_checks():
         check_label_mapping(LabelMap(("a", "b", "c"), (0, 1, 2)), data, "t")
 
 
-def test_tokenizer_mismatch_is_refused(tiny_bert_dir, tmp_path):
+def test_tokenizer_difference_names_what_differs(tiny_bert_dir):
     tokenizer = AutoTokenizer.from_pretrained(tiny_bert_dir)
-    check_tokenizers(tokenizer, AutoTokenizer.from_pretrained(tiny_bert_dir), "t")
+    assert tokenizer_difference(tokenizer, AutoTokenizer.from_pretrained(tiny_bert_dir), "t", 128) is None
     other = AutoTokenizer.from_pretrained(tiny_bert_dir)
     other.add_tokens(["overhyped"])
-    with pytest.raises(TeacherError, match="different vocabularies"):
-        check_tokenizers(tokenizer, other, "t")
+    assert tokenizer_difference(tokenizer, other, "t", 128) == "different vocabularies"
+    short = AutoTokenizer.from_pretrained(tiny_bert_dir, model_max_length=16)
+    assert tokenizer_difference(tokenizer, short, "t", 128) == "the teacher reads at most 16 tokens"
+    assert tokenizer_difference(tokenizer, short, "t", 16) is None  # both truncate to data.max_length
+    with pytest.raises(TeacherError, match="no tokenizer files"):
+        tokenizer_difference(tokenizer, None, "t", 128)
 
 
 def test_chance_level_teacher_is_refused():
@@ -255,8 +262,8 @@ def test_pipeline_stops_early_on_wrong_labels_tokenizer_or_untrained_teacher(tea
     model.resize_token_embeddings(len(tokenizer))
     model.save_pretrained(student)
     tokenizer.save_pretrained(student)
-    with pytest.raises(TeacherError, match="tokenizer"):
-        run(f"model.name_or_path={student}", out="out2")
+    with pytest.raises(TeacherError, match=r"different vocabularies.*cache_teacher_logits=true"):
+        run(f"model.name_or_path={student}", "strategy.distill.cache_teacher_logits=false", out="out2")
 
     untrained = tmp_path / "untrained"
     model = BertForSequenceClassification.from_pretrained(teacher_dir)
@@ -362,3 +369,85 @@ def test_lora_adapter_run_teaches_as_its_merged_model(tiny_bert_dir, toy_files, 
     ids = torch.tensor([[101, 2307, 2143, 102]])
     expected = load_run(out).model(input_ids=ids).logits
     assert torch.allclose(teacher.model(input_ids=ids).logits, expected, atol=1e-5)
+
+
+# --- a student with its own tokenizer --------------------------------------------------------------------------
+
+TOY_WORDS = ["film", "terrible", "the", "and", "lovely", "awful", "was", "good", "boring", "superb", "bad", "great"]
+
+
+@pytest.fixture(scope="module")
+def own_vocab_student(tmp_path_factory) -> Path:
+    """A tiny BERT whose word-level tokenizer knows only the toy words: every id differs from the teacher's."""
+    folder = tmp_path_factory.mktemp("own-vocab-student")
+    vocab = {word: i for i, word in enumerate(["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *TOY_WORDS])}
+    tokenizer = BertTokenizer(vocab=vocab, model_max_length=64)
+    _tiny_classifier(layers=1, width=16, seed=1, vocab_size=len(vocab)).save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return folder
+
+
+def _own_vocab_overrides(teacher_dir, own_vocab_student, toy_files, out: Path) -> list[str]:
+    return [
+        "strategy.name=distill",
+        f"strategy.distill.teacher={teacher_dir}",
+        f"model.name_or_path={own_vocab_student}",
+        *_data_overrides(toy_files, out),
+    ]
+
+
+def test_teacher_logits_come_from_its_own_encoding_of_the_same_rows(teacher_dir, own_vocab_student, toy_files):
+    overrides = _own_vocab_overrides(teacher_dir, own_vocab_student, toy_files, Path("unused"))
+    config = resolve_task(load_config(None, [*overrides, "data.max_length=9"]))  # the teacher's rows get truncated too
+    student_tokenizer = AutoTokenizer.from_pretrained(own_vocab_student)
+    data = prepare_text_data(config.data, student_tokenizer)
+    strategy = build_strategy(config.strategy)
+    model = strategy.prepare(BertForSequenceClassification.from_pretrained(own_vocab_student))
+    data = strategy.prepare_data(model, data, student_tokenizer, config)
+
+    teacher_tokenizer = AutoTokenizer.from_pretrained(teacher_dir)
+    teacher = load_run(teacher_dir).model.eval()
+    texts = [line.split("\t")[0] for line in toy_files[0].read_text().splitlines()[1:]]
+    assert any(len(teacher_tokenizer(text)["input_ids"]) > 9 for text in texts)
+    encoded = teacher_tokenizer(texts, truncation=True, max_length=9, padding=True, return_tensors="pt")
+    with torch.no_grad():
+        expected = teacher(**encoded).logits.numpy()
+    assert np.allclose(np.asarray(data.train[TEACHER_LOGITS]), expected, atol=1e-4)
+    # the student still reads its own ids, which the teacher's tokenizer would not produce
+    assert data.train[0]["input_ids"] == student_tokenizer(texts[0], truncation=True, max_length=9)["input_ids"]
+    assert data.train[0]["input_ids"] != encoded["input_ids"][0][encoded["attention_mask"][0].bool()].tolist()
+    assert strategy._report["teacher_logits"] == "cached"
+
+
+def test_student_with_its_own_tokenizer_distills_end_to_end(teacher_dir, own_vocab_student, toy_files, tmp_path):
+    out = tmp_path / "student"
+    results = train(
+        load_config(None, [*_own_vocab_overrides(teacher_dir, own_vocab_student, toy_files, out), "train.epochs=1"])
+    )
+    d = results["distill"]
+    assert d["teacher_logits"] == "cached"
+    # scored on its own encoding of the validation rows: exactly as in its own run
+    assert d["teacher"]["accuracy"] == pytest.approx(
+        json.loads((teacher_dir / "results.json").read_text())["eval"]["accuracy"]
+    )
+    assert d["student"]["params"] < d["teacher"]["params"] and set(d["latency_ms"]["teacher"]) == {"1", "64"}
+    losses = [entry[k] for entry in results["log_history"] for k in ("loss", "eval_loss") if k in entry]
+    assert len(losses) > 1 and np.isfinite(losses).all()  # eval batches carry no teacher logits: cross-entropy
+    saved = load_run(out)
+    assert saved.tokenizer.get_vocab() == AutoTokenizer.from_pretrained(own_vocab_student).get_vocab()
+
+
+@pytest.mark.parametrize(
+    ("setting", "message"),
+    [
+        ("strategy.distill.hidden_loss=mse", r"different vocabularies\), so their token positions do not line up"),
+        ("strategy.distill.cache_teacher_logits=false", r"cache_teacher_logits=true \(the default\)"),
+    ],
+)
+def test_own_tokenizer_without_cached_logits_or_with_hidden_loss_fails_early(
+    teacher_dir, own_vocab_student, toy_files, tmp_path, setting, message
+):
+    out = tmp_path / "out"
+    with pytest.raises(TeacherError, match=message):
+        train(load_config(None, [*_own_vocab_overrides(teacher_dir, own_vocab_student, toy_files, out), setting]))
+    assert not out.exists()

@@ -1,9 +1,11 @@
 """Knowledge distillation: a fine-tuned teacher's soft labels train a smaller student.
 
 The student is `model.name_or_path`, as in every strategy: it is what trains, gets saved, and whose
-tokenizer encodes the data. `strategy.distill.student_layers` shrinks it to a subset of its blocks;
-pointing `model.name_or_path` at the teacher's folder gives a DistilBERT-style student that starts
-from the teacher's embeddings, chosen blocks and classification head. The teacher
+tokenizer encodes the data (a teacher with another tokenizer reads the same rows encoded with its own,
+`hftransfer.teachers.encode_for_teacher`, for cached teacher logits only).
+`strategy.distill.student_layers` shrinks it to a subset of its blocks; pointing `model.name_or_path` at
+the teacher's folder gives a DistilBERT-style student that starts from the teacher's embeddings, chosen
+blocks and classification head. The teacher
 (`strategy.distill.teacher`) stays frozen in eval mode and never joins the optimizer.
 
 Loss: `alpha * T^2 * KL(softmax(t/T) || softmax(s/T)) + (1 - alpha) * CE(s, y)`, plus optionally
@@ -51,7 +53,8 @@ class DistillConfig:
     """Weight of the distillation term; 1 - alpha weighs cross-entropy on the true labels."""
     cache_teacher_logits: bool = True
     """Compute the teacher's train logits once, before training (epochs then cost only the student's passes).
-    Set false when inputs change between epochs (augmentation). Hidden-state losses always run the teacher live."""
+    Set false when inputs change between epochs (augmentation). Hidden-state losses always run the teacher live.
+    Required when the teacher's tokenizer differs from the student's (its logits come from its own encoding)."""
     hidden_loss: Literal["none", "mse", "cosine"] = "none"
     hidden_weight: float = 1.0
     hidden_layers: list[list[int]] | None = None
@@ -146,7 +149,9 @@ class DistillStrategy(Strategy):
         self.layer_map: list[list[int]] = []
         self.autocast_dtype: torch.dtype | None = None
         self._report: dict = {}
-        self._latency_inputs: tuple | None = None
+        self._latency_inputs: dict[str, tuple] | None = None
+        self._own_encoding = False
+        """True when the teacher reads its own encoding of the data (tokenizers differ), not the student's batches."""
 
     # --- setup -------------------------------------------------------------------------------------------------
 
@@ -187,44 +192,78 @@ class DistillStrategy(Strategy):
         from hftransfer.inference import dataset_logits
         from hftransfer.loops.common import autocast_dtype, resolve_precision
         from hftransfer.metrics import classification_metrics
+        from hftransfer.tasks import IMAGE, get_task
         from hftransfer.teacher_cache import with_teacher_logits
-        from hftransfer.teachers import check_label_mapping, check_teacher_accuracy, check_tokenizers
+        from hftransfer.teachers import check_label_mapping, check_teacher_accuracy, encode_for_teacher
 
         name = self.loaded.location
         check_label_mapping(self.loaded.labels, data.labels, name)
-        from hftransfer.tasks import IMAGE, get_task
-
+        augmented = AUGMENT_COLUMN in data.train.column_names  # inputs differ every epoch: cached logits would not fit
+        live = not self.config.cache_teacher_logits or self.config.hidden_loss != "none" or augmented
+        collator = get_task(config.task).make_collator(tokenizer, config.data)
+        teacher_data, teacher_collator = data, collator  # what the teacher reads: the student's rows when it can
+        self._own_encoding = False
         if config.task == IMAGE:
             from hftransfer.modeling_images import check_same_preprocessing
 
             check_same_preprocessing(tokenizer, self.loaded.tokenizer, name)
-        else:
-            check_tokenizers(tokenizer, self.loaded.tokenizer, name)
+        elif self._needs_own_encoding(tokenizer, config, live):
+            teacher_data = encode_for_teacher(data, self.loaded.tokenizer, config)
+            teacher_collator = get_task(config.task).make_collator(self.loaded.tokenizer, config.data)
+            self._own_encoding = True
         self.autocast_dtype = autocast_dtype(resolve_precision(config.train.precision))
         device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-        collator = get_task(config.task).make_collator(tokenizer, config.data)
         batch_size = config.train.eval_batch_size
 
         started = time.perf_counter()
-        eval_logits = dataset_logits(self.teacher, data.validation, collator, batch_size, device, self.autocast_dtype)
+        eval_logits = dataset_logits(
+            self.teacher, teacher_data.validation, teacher_collator, batch_size, device, self.autocast_dtype
+        )
         teacher_eval = classification_metrics(data.validation["labels"], eval_logits, label_names=data.labels.names)
         self._report = {"teacher_eval": teacher_eval, "teacher_eval_runtime_s": time.perf_counter() - started}
         if self.config.check_teacher:
             check_teacher_accuracy(data.validation["labels"], eval_logits, name)
         logger.info("Teacher %s: validation accuracy %.4f", name, teacher_eval["accuracy"])
 
-        augmented = AUGMENT_COLUMN in data.train.column_names  # inputs differ every epoch: cached logits would not fit
-        live = not self.config.cache_teacher_logits or self.config.hidden_loss != "none" or augmented
         self._report["teacher_logits"] = "live" if live else "cached"
         if not live:
             started = time.perf_counter()
-            train_logits = dataset_logits(self.teacher, data.train, collator, batch_size, device, self.autocast_dtype)
+            train_logits = dataset_logits(
+                self.teacher, teacher_data.train, teacher_collator, batch_size, device, self.autocast_dtype
+            )
             data = replace(data, train=with_teacher_logits(data.train, train_logits))
             self._report["teacher_cache_s"] = time.perf_counter() - started
             logger.info("Cached teacher logits for %d rows in %.1fs", len(data.train), self._report["teacher_cache_s"])
         if self.config.measure_latency:
-            self._latency_inputs = (data.validation, collator)
+            self._latency_inputs = {
+                "teacher": (teacher_data.validation, teacher_collator),
+                "student": (data.validation, collator),
+            }
         return data
+
+    def _needs_own_encoding(self, tokenizer: PreTrainedTokenizerBase, config: RunConfig, live: bool) -> bool:
+        """Whether the teacher needs the data encoded with its own tokenizer; refuses where that cannot work."""
+        from hftransfer.teachers import TeacherError, tokenizer_difference
+
+        name = self.loaded.location
+        difference = tokenizer_difference(tokenizer, self.loaded.tokenizer, name, config.data.max_length)
+        if difference is None:
+            return False
+        problem = f"The student's tokenizer and teacher '{name}''s tokenizer differ ({difference})"
+        if self.config.hidden_loss != "none":
+            raise TeacherError(
+                f"{problem}, so their token positions do not line up and strategy.distill.hidden_loss="
+                f"{self.config.hidden_loss} cannot compare hidden states. Set strategy.distill.hidden_loss=none, "
+                "or use a student with the teacher's tokenizer (e.g. cut from it with strategy.distill.student_layers)."
+            )
+        if live:
+            raise TeacherError(
+                f"{problem}: the teacher needs the inputs encoded with its own tokenizer, which hftransfer does only "
+                "for cached teacher logits. Set strategy.distill.cache_teacher_logits=true (the default), or use a "
+                "student with the teacher's tokenizer."
+            )
+        logger.info("%s: encoding the data a second time, for the teacher.", problem)
+        return True
 
     # --- training ----------------------------------------------------------------------------------------------
 
@@ -243,6 +282,10 @@ class DistillStrategy(Strategy):
         teacher_out = None
         if TEACHER_LOGITS in batch and not hidden:
             teacher_logits = batch[TEACHER_LOGITS]
+        elif self._own_encoding:  # the teacher cannot read these ids: only its cached train logits exist
+            if model.training:
+                raise ValueError(f"A training batch without '{TEACHER_LOGITS}': the teacher needs its own encoding.")
+            return F.cross_entropy(logits.float(), batch["labels"]), logits  # eval loss, as the Accelerate loop's
         else:
             teacher_out = self._teacher_forward(inputs, logits.device, hidden)
             teacher_logits = teacher_out.logits
@@ -319,13 +362,15 @@ class DistillStrategy(Strategy):
     def _latency(self, model: nn.Module) -> dict:
         from hftransfer.latency import compare_latency, sample_batches
 
-        dataset, collator = self._latency_inputs
         device = next(model.parameters()).device
         self.teacher.to(device)
         models = {"teacher": self.teacher, "student": model}
         out: dict[str, dict[str, float]] = {"teacher": {}, "student": {}}
         for batch_size, count in ((1, 20), (64, 5)):
-            batches = sample_batches(dataset, collator, batch_size, count)
+            batches = {
+                who: sample_batches(dataset, collator, batch_size, count)
+                for who, (dataset, collator) in self._latency_inputs.items()
+            }
             timed = compare_latency(models, batches, device, autocast_dtype=self.autocast_dtype)
             for who, ms in timed.items():
                 out[who][str(batch_size)] = ms
