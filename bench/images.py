@@ -1,12 +1,15 @@
 """Image pipeline throughput: hftransfer's data path (files -> decode/augment in DataLoader workers -> ResNet)
 against a bare torch loop over pre-decoded tensors (the limit), for training and inference.
 
-    python bench/images.py                      # ResNet-18-sized random model, 224px, 2 workers
+    python bench/images.py                      # ResNet-18-sized random model, 224px, 2 workers: ~4 min on 2 busy cores
     python bench/images.py --workers 4 --steps 8 --batch-size 32
 
-Both sides run the same model, optimizer and step code; only where the batches come from differs, so the
-ratio is the share of compute the data pipeline leaves to the model. Peak memory is the max RSS of this
-process and of the worker processes.
+Both sides run the same model, optimizer and step code on the same batches; only where the batches come from
+differs, so the ratio is the share of compute the data pipeline leaves to the model. Each side's steps are split
+into rounds whose order alternates (pipeline first, then bare first), so a change in load from other processes
+hits both sides alike; each pipeline round starts fresh workers and skips one warm-up step. Peak memory is the max
+RSS of this process and of the worker processes, taken after the first pipeline training round (before anything
+was pre-decoded) and at the end.
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ import os
 import resource
 import tempfile
 import time
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -27,7 +31,7 @@ from transformers.models.convnext.image_processing_pil_convnext import ConvNextI
 
 from hftransfer.config import load_config
 from hftransfer.data.images import ImageCollator, prepare_image_data
-from hftransfer.data.loaders import eval_loader, train_batch_sampler
+from hftransfer.data.loaders import train_batch_sampler
 from hftransfer.strategies.base import Strategy
 
 
@@ -53,37 +57,29 @@ def resnet18(num_labels: int) -> ResNetForImageClassification:
     return ResNetForImageClassification(config)
 
 
-def timed_train(model, batches, steps: int, warmup: int = 1) -> float:
-    """Images/s over `steps` optimizer steps after `warmup` (same step code for both data sources)."""
-    strategy = Strategy()
-    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
-    model.train()
-    seen, started = 0, None
-    for i, batch in enumerate(batches):
-        if i == warmup:
-            seen, started = 0, time.perf_counter()
-        loss, _ = strategy.loss(model, batch)
-        loss.backward()
-        optimizer.step()
-        optimizer.zero_grad()
-        seen += int(batch["labels"].shape[0])
-        if i + 1 == warmup + steps:
-            break
-    return seen / (time.perf_counter() - started)
+def train_step(model, optimizer, strategy: Strategy, batch: dict) -> int:
+    loss, _ = strategy.loss(model, batch)
+    loss.backward()
+    optimizer.step()
+    optimizer.zero_grad()
+    return int(batch["labels"].shape[0])
 
 
 @torch.inference_mode()
-def timed_infer(model, batches, steps: int, warmup: int = 1) -> float:
-    model.eval()
-    seen, started = 0, None
-    for i, batch in enumerate(batches):
-        if i == warmup:
-            seen, started = 0, time.perf_counter()
-        model(pixel_values=batch["pixel_values"])
-        seen += int(batch["pixel_values"].shape[0])
-        if i + 1 == warmup + steps:
-            break
-    return seen / (time.perf_counter() - started)
+def infer_step(model, batch: dict) -> int:
+    model(pixel_values=batch["pixel_values"])
+    return int(batch["pixel_values"].shape[0])
+
+
+def timed(step, batches, warmup: int = 1) -> tuple[int, float]:
+    """(images, seconds) over `batches` after `warmup` untimed steps; waiting for a batch counts as time."""
+    batches = iter(batches)
+    for _ in range(warmup):
+        step(next(batches))
+    seen, started = 0, time.perf_counter()
+    for batch in batches:
+        seen += step(batch)
+    return seen, time.perf_counter() - started
 
 
 def peak_mib() -> tuple[float, float]:
@@ -96,51 +92,79 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--size", type=int, default=224)
     parser.add_argument("--batch-size", type=int, default=16)
-    parser.add_argument("--steps", type=int, default=4)
+    parser.add_argument("--steps", type=int, default=16, help="Timed steps per side and phase, over all rounds.")
+    parser.add_argument("--rounds", type=int, default=2, help="Rounds; the side that goes first alternates.")
     parser.add_argument("--workers", type=int, default=2)
     args = parser.parse_args()
     os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
     torch.manual_seed(0)
-    needed = args.batch_size * (args.steps + 1)
+    per_round = max(1, args.steps // args.rounds)
+    warmup = 1
+    load_before = os.getloadavg()
 
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
-        write_images(root / "train", needed)
+        write_images(root / "train", args.batch_size * args.rounds * (per_round + warmup))
         processor = ConvNextImageProcessorPil(size={"shortest_edge": args.size})  # ResNet-50's: resize 256, crop 224
         config = load_config(None, [f"data.train_dir={root / 'train'}", "data.validation_size=0.01"])
         data = prepare_image_data(config.data, processor)
         collator = ImageCollator(processor, config.data.images)
+        eval_rows = data.train.remove_columns("augment")  # same files, eval transforms
         model = resnet18(data.labels.num_labels)
         params = sum(p.numel() for p in model.parameters())
+        strategy, optimizer = Strategy(), torch.optim.AdamW(model.parameters(), lr=1e-4)
+        batches = list(train_batch_sampler(data.train, config.data, args.batch_size, seed=0))
 
-        sampler = train_batch_sampler(data.train, config.data, args.batch_size, seed=0)
-        loader = DataLoader(
-            data.train,
-            batch_sampler=sampler,
-            collate_fn=collator,
-            num_workers=args.workers,
-            persistent_workers=args.workers > 0,
-            prefetch_factor=4 if args.workers else None,
-        )
-        # The limit: the same batches decoded and augmented once, up front.
-        decoded = [collator([data.train[i] for i in batch]) for batch in sampler]
+        def pipeline(rows, chunk):
+            """hftransfer's path: files decoded and augmented by the collator in DataLoader workers."""
+            return DataLoader(
+                rows,
+                batch_sampler=chunk,
+                collate_fn=collator,
+                num_workers=args.workers,
+                prefetch_factor=4 if args.workers else None,
+            )
 
-        pipeline_train = timed_train(model, loader, args.steps)
-        bare_train = timed_train(model, decoded, args.steps)
-        infer_loader = eval_loader(data.train.remove_columns("augment"), collator, args.batch_size, args.workers)
-        pipeline_infer = timed_infer(model, infer_loader, args.steps)
-        bare_infer = timed_infer(model, [{"pixel_values": b["pixel_values"]} for b in decoded], args.steps)
-        own, children = peak_mib()
+        def run_phase(name: str, chunk: list[list[int]], decoded: list[dict]) -> tuple[int, float]:
+            training = name.startswith("train")
+            model.train(training)
+            step = partial(train_step, model, optimizer, strategy) if training else partial(infer_step, model)
+            if name.endswith("pipeline"):
+                return timed(step, pipeline(data.train if training else eval_rows, chunk))
+            if not decoded:  # the limit: the same batches decoded and augmented up front
+                decoded.extend(collator([data.train[i] for i in batch]) for batch in chunk)
+            return timed(step, decoded)
 
+        names = ["train pipeline", "train bare", "inference pipeline", "inference bare"]
+        totals = {name: [0, 0.0] for name in names}
+        pipeline_peak = (0.0, 0.0)
+        for r in range(args.rounds):
+            chunk = batches[r * (per_round + warmup) : (r + 1) * (per_round + warmup)]
+            decoded: list[dict] = []
+            order = names if r % 2 == 0 else ["train bare", "train pipeline", "inference bare", "inference pipeline"]
+            for name in order:
+                seen, seconds = run_phase(name, chunk, decoded)
+                totals[name][0] += seen
+                totals[name][1] += seconds
+                if r == 0 and name == "train pipeline":
+                    pipeline_peak = peak_mib()  # before any batch was pre-decoded for the bare loop
+        own = peak_mib()[0]
+
+    rate = {name: seen / seconds for name, (seen, seconds) in totals.items()}
     print(
         f"ResNet-18-sized ({params / 1e6:.1f}M params), {args.size}px, batch {args.batch_size}, "
-        f"{args.steps} timed steps, "
-        f"{args.workers} workers, {torch.get_num_threads()} torch threads, {os.cpu_count()} CPUs"
+        f"{per_round * args.rounds} timed steps per side in {args.rounds} rounds, "
+        f"{args.workers} workers, {torch.get_num_threads()} torch threads, {os.cpu_count()} CPUs, "
+        f"load average {load_before[0]:.1f} before / {os.getloadavg()[0]:.1f} after"
     )
     print(f"{'':<12}{'pipeline img/s':>16}{'bare img/s':>12}{'ratio':>8}")
-    for name, ours, bare in (("train", pipeline_train, bare_train), ("inference", pipeline_infer, bare_infer)):
-        print(f"{name:<12}{ours:>16.1f}{bare:>12.1f}{ours / bare:>8.2f}")
-    print(f"peak RSS: main process {own:.0f} MiB, largest worker {children:.0f} MiB")
+    for name in ("train", "inference"):
+        ours, limit = rate[f"{name} pipeline"], rate[f"{name} bare"]
+        print(f"{name:<12}{ours:>16.1f}{limit:>12.1f}{ours / limit:>8.2f}")
+    print(
+        f"peak RSS: pipeline training {pipeline_peak[0]:.0f} MiB main + {pipeline_peak[1]:.0f} MiB largest worker; "
+        f"whole run (incl. pre-decoded batches) {own:.0f} MiB main"
+    )
 
 
 if __name__ == "__main__":
