@@ -14,6 +14,7 @@ from hftransfer.pooling import apply_pooling, masked_mean
 from hftransfer.saved import load_run
 from hftransfer.schema import ConfigError
 from hftransfer.scoring import evaluate_run
+from hftransfer.strategies.feature_cache import FrozenPrefixCache
 from hftransfer.strategies.frozen import FrozenConfig, FrozenFineTuning
 from hftransfer.strategies.layers import LayerGroupError
 from hftransfer.training import train
@@ -193,3 +194,33 @@ def test_head_only_feature_cache_runs_the_backbone_once_and_changes_nothing(tiny
     assert len(strategy.cache.store) == len(sentences)
     assert cached["train_losses"] == pytest.approx(uncached["train_losses"], abs=1e-4)
     assert cached["eval"]["accuracy"] == uncached["eval"]["accuracy"]
+
+
+def test_frozen_blocks_cache_runs_the_frozen_prefix_once_and_changes_nothing(tiny_recipe, tmp_path):
+    """Epochs after the first run only the trainable top: same losses, metrics and weights as without the cache."""
+    common = ["strategy.name=frozen", "strategy.frozen.frozen_blocks=1", "train.epochs=2"]
+    plain = tiny_recipe(*common, "strategy.frozen.cache_features=false", f"train.output_dir={tmp_path / 'plain'}")
+    uncached = train(plain)
+    config = tiny_recipe(*common, f"train.output_dir={tmp_path / 'cached'}")
+    strategy = FrozenFineTuning(config.strategy.frozen)
+    frozen_block_calls = []
+    original_prepare = strategy.prepare
+
+    def prepare(model):
+        model = original_prepare(model)
+        model.bert.encoder.layer[0].register_forward_hook(lambda *a: frozen_block_calls.append(1))
+        return model
+
+    strategy.prepare = prepare
+    with mock.patch("hftransfer.training.build_strategy", return_value=strategy):
+        cached = train(config)
+    assert isinstance(strategy.cache, FrozenPrefixCache) and strategy.cache.enabled
+    # Epoch 1's 12 train batches and 1 eval batch fill the cache; epoch 2 and its eval only read it
+    # (the final eval pass runs the plain model).
+    assert 1 <= strategy.cache.backbone_batches <= 13
+    assert len(frozen_block_calls) == strategy.cache.backbone_batches + 1
+    assert cached["train_losses"] == pytest.approx(uncached["train_losses"], abs=1e-5)
+    assert cached["eval"]["accuracy"] == uncached["eval"]["accuracy"]
+    weights = load_file(tmp_path / "cached" / "model.safetensors")
+    for name, tensor in load_file(tmp_path / "plain" / "model.safetensors").items():
+        torch.testing.assert_close(weights[name], tensor, rtol=1e-4, atol=1e-5)

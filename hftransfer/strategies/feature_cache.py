@@ -75,3 +75,93 @@ class FeatureCache:
             return model(**inputs).logits
         finally:
             model._modules[self.prefix] = backbone
+
+
+class _Passthrough(nn.Module):
+    """Stands in for a frozen block on a cache hit: its output is already in the hidden states."""
+
+    def forward(self, hidden_states, *args, **kwargs):
+        return hidden_states
+
+
+class _CachedEmbeddings(nn.Module):
+    def __init__(self, hidden_states: torch.Tensor) -> None:
+        super().__init__()
+        self.hidden_states = hidden_states
+
+    def forward(self, *args, **kwargs):
+        return self.hidden_states
+
+
+class FrozenPrefixCache:
+    """Token states after the last frozen block, per row, so later epochs run only the trainable top blocks.
+
+    Frozen modules run in eval mode (no dropout), so their output depends on the input alone. On a hit
+    the embeddings return the cached states (re-padded to the batch) and the frozen blocks pass them
+    through; the rest of the model's own `forward` (attention mask, top blocks, head) runs unchanged.
+    Needs a layout whose input embeddings are one `embeddings` module ahead of the blocks and blocks that
+    return a tensor (BERT-family in transformers 5); anything else disables the cache on its first batch.
+    """
+
+    def __init__(self, model: nn.Module, embeddings: nn.Module, frozen_blocks: list[nn.Module]) -> None:
+        self.backbone = getattr(model, model.base_model_prefix)
+        self.embeddings, self.frozen_blocks = embeddings, frozen_blocks
+        self.store: dict[bytes, torch.Tensor] = {}
+        self.enabled = True
+        self.backbone_batches = 0
+        """Batches that ran the frozen prefix (for tests and logs)."""
+
+    def logits(self, model: nn.Module, inputs: dict[str, torch.Tensor]) -> torch.Tensor:
+        if not self.enabled or "input_ids" not in inputs:
+            return model(**inputs).logits
+        keys = FeatureCache.row_keys(inputs)
+        if all(k in self.store for k in keys):
+            return self._from_cache(model, inputs, keys)
+        return self._fill(model, inputs, keys)
+
+    def _fill(self, model: nn.Module, inputs: dict[str, torch.Tensor], keys: list[bytes]) -> torch.Tensor:
+        captured: list = []
+        handle = self.frozen_blocks[-1].register_forward_hook(lambda _m, _a, out: captured.append(out))
+        try:
+            logits = model(**inputs).logits
+        finally:
+            handle.remove()
+        self.backbone_batches += 1
+        if not captured or not isinstance(captured[0], torch.Tensor):
+            self.enabled = False  # a block family that returns tuples: run the plain model from now on
+            return logits
+        states, mask = captured[0].detach(), self._mask(inputs)
+        for i, key in enumerate(keys):
+            self.store[key] = states[i][mask[i]].clone()
+        return logits
+
+    def _from_cache(self, model: nn.Module, inputs: dict[str, torch.Tensor], keys: list[bytes]) -> torch.Tensor:
+        mask = self._mask(inputs)
+        rows = [self.store[k] for k in keys]
+        states = rows[0].new_zeros((*mask.shape, rows[0].shape[-1]))
+        for i, row in enumerate(rows):
+            states[i][mask[i]] = row
+        modules = self.backbone._modules
+        original_embeddings = modules["embeddings"]
+        block_list = self._block_list()
+        originals = [block_list[i] for i in range(len(self.frozen_blocks))]
+        modules["embeddings"] = _CachedEmbeddings(states)
+        for i in range(len(originals)):
+            block_list[i] = _Passthrough()
+        try:
+            return model(**inputs).logits
+        finally:
+            modules["embeddings"] = original_embeddings
+            for i, block in enumerate(originals):
+                block_list[i] = block
+
+    def _block_list(self) -> nn.ModuleList:
+        for module in self.backbone.modules():
+            if isinstance(module, nn.ModuleList) and len(module) and module[0] is self.frozen_blocks[0]:
+                return module
+        raise RuntimeError("The frozen blocks are no longer in the backbone.")
+
+    @staticmethod
+    def _mask(inputs: dict[str, torch.Tensor]) -> torch.Tensor:
+        mask = inputs.get("attention_mask")
+        return mask.bool() if mask is not None else torch.ones_like(inputs["input_ids"], dtype=torch.bool)

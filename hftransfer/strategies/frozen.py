@@ -17,7 +17,7 @@ from torch import nn
 
 from hftransfer.schema import ConfigError
 from hftransfer.strategies.base import NO_DECAY_MARKERS, Strategy
-from hftransfer.strategies.feature_cache import FeatureCache
+from hftransfer.strategies.feature_cache import FeatureCache, FrozenPrefixCache
 from hftransfer.strategies.layers import LayerGroups, find_layer_groups
 
 logger = logging.getLogger("hftransfer")
@@ -36,9 +36,10 @@ class FrozenConfig:
     (blocks top-down, embeddings last); 0 = off."""
     unfreeze_unit: Literal["epochs", "steps"] = "epochs"
     cache_features: bool = True
-    """head_only: compute the frozen backbone's output once per distinct input and reuse it in later epochs
-    (applies when every backbone weight is frozen, e.g. with model.pooling=mean or a head outside the
-    backbone, and gradual unfreezing is off)."""
+    """Compute what the frozen part outputs once per distinct text input and reuse it in later epochs, with
+    gradual unfreezing off and one process. head_only: the backbone's output (when every backbone weight is
+    frozen, e.g. with model.pooling=mean); blocks: the token states after the last frozen block (BERT-family
+    layouts), so later epochs run only the trainable top blocks. Costs hidden_size floats per token in RAM."""
 
     def __post_init__(self) -> None:
         if not 0.0 < self.layerwise_lr_decay <= 1.0:
@@ -67,7 +68,7 @@ class FrozenFineTuning(Strategy):
         self.frozen: list[nn.Module] = []  # currently frozen groups, bottom first
         self._initially_frozen = 0
         self._hooks: dict[int, torch.utils.hooks.RemovableHandle] = {}
-        self.cache: FeatureCache | None = None
+        self.cache: FeatureCache | FrozenPrefixCache | None = None
 
     def num_frozen_blocks(self, num_blocks: int) -> int:
         if self.config.mode == "head_only":
@@ -99,13 +100,20 @@ class FrozenFineTuning(Strategy):
         logger.info("Frozen: embeddings and %d of %d blocks", n, len(groups.blocks))
         backbone = getattr(model, "base_model", None)
         frozen_backbone = backbone is not None and not any(p.requires_grad for p in backbone.parameters())
-        if self.config.mode == "head_only" and self.config.cache_features and not self.config.unfreeze_every:
-            if int(os.environ.get("WORLD_SIZE", "1")) > 1:
-                logger.info("Not caching features under DDP (the head must run through DDP's forward)")
-            elif frozen_backbone:
-                self.cache = FeatureCache(model)
-            else:
-                logger.info("Not caching features: the head trains weights inside the backbone (its pooler)")
+        if not self.config.cache_features or self.config.unfreeze_every or n == 0:
+            return model
+        if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+            logger.info("Not caching features under DDP (the trainable part must run through DDP's forward)")
+        elif self.config.mode == "head_only" and frozen_backbone:
+            self.cache = FeatureCache(model)
+        elif self.config.mode == "head_only":
+            logger.info("Not caching features: the head trains weights inside the backbone (its pooler)")
+        elif groups.embeddings == [getattr(backbone, "embeddings", None)]:
+            self.cache = FrozenPrefixCache(model, groups.embeddings[0], groups.blocks[:n])
+        else:
+            logger.info(
+                "Not caching the frozen blocks' output: %s has no plain embeddings module", type(model).__name__
+            )
         return model
 
     def loss(self, model: nn.Module, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
