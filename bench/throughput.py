@@ -64,7 +64,7 @@ from hftransfer.data import DynamicPaddingCollator, PreparedData, prepare_text_d
 from hftransfer.data.loaders import train_batch_sampler
 from hftransfer.data.sources import load_splits
 from hftransfer.inference import dataset_logits
-from hftransfer.loops.trainer import run_trainer_loop
+from hftransfer.loops.trainer import run_trainer_loop, training_arguments
 from hftransfer.modeling import load_classifier, load_tokenizer
 from hftransfer.optim import build_optimizer, build_scheduler
 from hftransfer.paths import resolve_location
@@ -214,26 +214,21 @@ def stock_dataset(bench: Bench, pad_to_128: bool) -> datasets.Dataset:
 
 
 def run_stock(bench: Bench, steps: int, pad_to_128: bool, sampling: str) -> Window:
-    train = bench.config.train
     dataset = stock_dataset(bench, pad_to_128)
     model = fresh_stock_model(bench)
     meter = Meter()
     meter.attach(model)
     timer = StepTimer(meter, steps)
-    args = TrainingArguments(
-        output_dir=str(bench.work_dir()),
+    # The shipped loop's arguments (same hyperparameters, precision, device), reset to the stock peer's habits.
+    args = replace(
+        training_arguments(bench.config, bench.work_dir()),
         num_train_epochs=1,
-        per_device_train_batch_size=train.batch_size,
-        learning_rate=train.learning_rate,
-        weight_decay=train.weight_decay,
-        warmup_steps=train.warmup_ratio,
-        lr_scheduler_type=train.lr_scheduler,
-        max_grad_norm=train.max_grad_norm,
-        seed=train.seed,
-        use_cpu=True,
+        max_steps=-1,
         report_to="none",
         save_strategy="no",
         eval_strategy="no",
+        load_best_model_at_end=False,
+        remove_unused_columns=True,
         disable_tqdm=True,
         train_sampling_strategy=sampling,
     )
