@@ -3,11 +3,13 @@ gradual unfreezing on schedule, layer-wise learning rates, and mean pooling."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from unittest import mock
 
 import pytest
 import torch
 from safetensors.torch import load_file
+from torch import nn
 from transformers import BertConfig, BertForSequenceClassification, GPT2Config, GPT2ForSequenceClassification
 
 from hftransfer.pooling import apply_pooling, masked_mean
@@ -170,22 +172,28 @@ def test_mean_pooling_survives_save_and_reload(tiny_recipe):
     assert results["trainable_params"] == 32 * 2 + 2  # the linear probe only
 
 
-def test_head_only_feature_cache_runs_the_backbone_once_and_changes_nothing(tiny_recipe, toy_text_files, tmp_path):
-    common = ["strategy.name=frozen", "strategy.frozen.mode=head_only", "model.pooling=mean", "train.epochs=2"]
-    uncached = train(tiny_recipe(*common, "strategy.frozen.cache_features=false"))
-    config = tiny_recipe(*common, f"train.output_dir={tmp_path / 'cached'}")
+def _train_counting_calls(config, watched: Callable[[nn.Module], nn.Module]) -> tuple[dict, FrozenFineTuning, list]:
+    """Train with the recipe's frozen strategy, counting forward calls of the module `watched` picks out."""
     strategy = FrozenFineTuning(config.strategy.frozen)
-    calls = []
+    calls: list[int] = []
     original_prepare = strategy.prepare
 
     def prepare(model):
         model = original_prepare(model)
-        model.bert.register_forward_hook(lambda *a: calls.append(1))
+        watched(model).register_forward_hook(lambda *a: calls.append(1))
         return model
 
     strategy.prepare = prepare
     with mock.patch("hftransfer.training.build_strategy", return_value=strategy):
-        cached = train(config)
+        results = train(config)
+    return results, strategy, calls
+
+
+def test_head_only_feature_cache_runs_the_backbone_once_and_changes_nothing(tiny_recipe, toy_text_files, tmp_path):
+    common = ["strategy.name=frozen", "strategy.frozen.mode=head_only", "model.pooling=mean", "train.epochs=2"]
+    uncached = train(tiny_recipe(*common, "strategy.frozen.cache_features=false"))
+    config = tiny_recipe(*common, f"train.output_dir={tmp_path / 'cached'}")
+    cached, strategy, calls = _train_counting_calls(config, lambda model: model.bert)
     # Only epoch 1 (12 train batches, 1 eval batch; fewer where repeated sentences hit) runs the backbone,
     # plus the final eval pass, which runs the plain model; every distinct sentence is stored once.
     assert 1 <= strategy.cache.backbone_batches <= 13
@@ -202,18 +210,7 @@ def test_frozen_blocks_cache_runs_the_frozen_prefix_once_and_changes_nothing(tin
     plain = tiny_recipe(*common, "strategy.frozen.cache_features=false", f"train.output_dir={tmp_path / 'plain'}")
     uncached = train(plain)
     config = tiny_recipe(*common, f"train.output_dir={tmp_path / 'cached'}")
-    strategy = FrozenFineTuning(config.strategy.frozen)
-    frozen_block_calls = []
-    original_prepare = strategy.prepare
-
-    def prepare(model):
-        model = original_prepare(model)
-        model.bert.encoder.layer[0].register_forward_hook(lambda *a: frozen_block_calls.append(1))
-        return model
-
-    strategy.prepare = prepare
-    with mock.patch("hftransfer.training.build_strategy", return_value=strategy):
-        cached = train(config)
+    cached, strategy, frozen_block_calls = _train_counting_calls(config, lambda model: model.bert.encoder.layer[0])
     assert isinstance(strategy.cache, FrozenPrefixCache) and strategy.cache.enabled
     # Epoch 1's 12 train batches and 1 eval batch fill the cache; epoch 2 and its eval only read it
     # (the final eval pass runs the plain model).

@@ -12,6 +12,12 @@ import torch
 from torch import nn
 
 
+def token_mask(inputs: dict[str, torch.Tensor]) -> torch.Tensor:
+    """Which positions hold real tokens (all of them when the batch has no attention mask)."""
+    mask = inputs.get("attention_mask")
+    return mask.bool() if mask is not None else torch.ones_like(inputs["input_ids"], dtype=torch.bool)
+
+
 class _CachedBackbone(nn.Module):
     def __init__(self, output) -> None:
         super().__init__()
@@ -33,10 +39,10 @@ class FeatureCache:
 
     @staticmethod
     def row_keys(inputs: dict[str, torch.Tensor]) -> list[bytes]:
-        ids, mask, segments = inputs["input_ids"], inputs.get("attention_mask"), inputs.get("token_type_ids")
+        ids, mask, segments = inputs["input_ids"], token_mask(inputs), inputs.get("token_type_ids")
         keys = []
         for i in range(ids.shape[0]):
-            keep = mask[i].bool() if mask is not None else torch.ones_like(ids[i], dtype=torch.bool)
+            keep = mask[i]
             offset = int(keep.float().argmax())  # left padding shifts positions, so it is part of the key
             parts = [torch.tensor([offset]), ids[i][keep].cpu()]
             if segments is not None:
@@ -103,9 +109,11 @@ class FrozenPrefixCache:
     return a tensor (BERT-family in transformers 5); anything else disables the cache on its first batch.
     """
 
-    def __init__(self, model: nn.Module, embeddings: nn.Module, frozen_blocks: list[nn.Module]) -> None:
+    def __init__(self, model: nn.Module, frozen_blocks: list[nn.Module]) -> None:
         self.backbone = getattr(model, model.base_model_prefix)
-        self.embeddings, self.frozen_blocks = embeddings, frozen_blocks
+        self.frozen_blocks = frozen_blocks
+        self.block_list = self._find_block_list()
+        """The backbone's `ModuleList` holding the blocks, whose first entries are swapped on a hit."""
         self.store: dict[bytes, torch.Tensor] = {}
         self.enabled = True
         self.backbone_batches = 0
@@ -130,38 +138,31 @@ class FrozenPrefixCache:
         if not captured or not isinstance(captured[0], torch.Tensor):
             self.enabled = False  # a block family that returns tuples: run the plain model from now on
             return logits
-        states, mask = captured[0].detach(), self._mask(inputs)
+        states, mask = captured[0].detach(), token_mask(inputs)
         for i, key in enumerate(keys):
             self.store[key] = states[i][mask[i]].clone()
         return logits
 
     def _from_cache(self, model: nn.Module, inputs: dict[str, torch.Tensor], keys: list[bytes]) -> torch.Tensor:
-        mask = self._mask(inputs)
+        mask = token_mask(inputs)
         rows = [self.store[k] for k in keys]
         states = rows[0].new_zeros((*mask.shape, rows[0].shape[-1]))
         for i, row in enumerate(rows):
             states[i][mask[i]] = row
         modules = self.backbone._modules
         original_embeddings = modules["embeddings"]
-        block_list = self._block_list()
-        originals = [block_list[i] for i in range(len(self.frozen_blocks))]
         modules["embeddings"] = _CachedEmbeddings(states)
-        for i in range(len(originals)):
-            block_list[i] = _Passthrough()
+        for i in range(len(self.frozen_blocks)):
+            self.block_list[i] = _Passthrough()
         try:
             return model(**inputs).logits
         finally:
             modules["embeddings"] = original_embeddings
-            for i, block in enumerate(originals):
-                block_list[i] = block
+            for i, block in enumerate(self.frozen_blocks):
+                self.block_list[i] = block
 
-    def _block_list(self) -> nn.ModuleList:
+    def _find_block_list(self) -> nn.ModuleList:
         for module in self.backbone.modules():
             if isinstance(module, nn.ModuleList) and len(module) and module[0] is self.frozen_blocks[0]:
                 return module
-        raise RuntimeError("The frozen blocks are no longer in the backbone.")
-
-    @staticmethod
-    def _mask(inputs: dict[str, torch.Tensor]) -> torch.Tensor:
-        mask = inputs.get("attention_mask")
-        return mask.bool() if mask is not None else torch.ones_like(inputs["input_ids"], dtype=torch.bool)
+        raise RuntimeError("The frozen blocks are not in the backbone's block list.")

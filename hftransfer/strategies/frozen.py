@@ -109,7 +109,7 @@ class FrozenFineTuning(Strategy):
         elif self.config.mode == "head_only":
             logger.info("Not caching features: the head trains weights inside the backbone (its pooler)")
         elif groups.embeddings == [getattr(backbone, "embeddings", None)]:
-            self.cache = FrozenPrefixCache(model, groups.embeddings[0], groups.blocks[:n])
+            self.cache = FrozenPrefixCache(model, groups.blocks[:n])
         else:
             logger.info(
                 "Not caching the frozen blocks' output: %s has no plain embeddings module", type(model).__name__
