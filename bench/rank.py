@@ -1,19 +1,28 @@
 """Does `hftransfer rank` pick the checkpoint that fine-tunes best? Offline check on SST-2.
 
-    python bench/rank.py [--rows 1000] [--work outputs/bench-rank] [--epochs 1]
+    python bench/rank.py [--rows 1000] [--epochs 3] [--seeds 42,43,44] [--work outputs/bench-rank]
 
 Candidates (all built here, offline, from the packaged all-MiniLM-L6-v2):
 
 - minilm: the packaged sentence-transformers MiniLM-L6 (pretrained).
-- minilm-first-3 / minilm-first-1: its embeddings and first 3 (1) blocks only (smaller students, pretrained).
+- minilm-mix-0.25/0.5/0.75: MiniLM with every weight tensor moved a share `a` of the way to minilm-reinit's,
+  w -> (1 - a) w + a r. Graded candidates of MiniLM's own depth and width, the setting these estimators were
+  designed for; interpolating towards a real initialisation of the same config (rather than adding Gaussian
+  noise) needs no per-tensor noise scale (LayerNorm gains near 1, embeddings near 0.02 differ by 50x) and ends
+  exactly at minilm-reinit (a = 1), so the family runs from the pretrained model to the random one.
 - minilm-length-task: MiniLM fine-tuned first on another source task (is the sentence longer than the median?).
 - minilm-reinit: MiniLM's architecture with random weights.
+- minilm-first-3 / minilm-first-1: its embeddings and first 3 (1) blocks only: shallower models whose frozen
+  features score well but which fine-tune worse (the estimators' known failure mode; kept in on purpose).
 - tiny-random: a randomly initialised 2-block, 128-wide BERT with MiniLM's tokenizer.
 
 Each candidate is scored by `rank_models` (LogME, H-score, 5-fold linear probe) on `--rows` rows of the packaged
 SST-2 train sample, then fully fine-tuned on the same rows with one recipe (mean pooling, AdamW 1e-4, batch 32,
-`--epochs` epochs, seed 42) and scored on the SST-2 dev set (872 rows). Prints both, and the Spearman and
-Kendall rank correlations between each estimator and the fine-tuned accuracy.
+`--epochs` epochs) once per seed in `--seeds`, and scored on the SST-2 dev set (872 rows) after the last epoch.
+The ground truth is the mean dev accuracy over seeds. Prints the scores beside mean ± sd, and per estimator the
+Spearman and Kendall rank correlations with it and whether its top pick is the best fine-tuned candidate, on
+all candidates and on those of MiniLM's depth and width. Fine-tuned results are kept in `<work>/finetuned.json`,
+so an interrupted run resumes where it stopped.
 """
 
 from __future__ import annotations
@@ -22,6 +31,7 @@ import argparse
 import csv
 import json
 import os
+import shutil
 import time
 from pathlib import Path
 
@@ -44,6 +54,7 @@ from hftransfer.training import train
 TRAIN = "pkg:hftransfer/demo_data/sst2/train.tsv"
 DEV = "pkg:hftransfer/demo_data/sst2/dev.tsv"
 ESTIMATORS = ("logme", "h_score", "probe_accuracy")
+MIX_SHARES = (0.25, 0.5, 0.75)
 
 
 def read_tsv(path: str) -> list[list[str]]:
@@ -64,20 +75,45 @@ def save_backbone(model: torch.nn.Module, folder: Path) -> str:
     return str(folder)
 
 
+def mix_towards(pretrained: torch.nn.Module, random: torch.nn.Module, share: float) -> torch.nn.Module:
+    """`pretrained` with every floating-point tensor w replaced by (1 - share) w + share r (r: `random`'s)."""
+    other = random.state_dict()
+    mixed = {
+        key: (1 - share) * value + share * other[key] if value.is_floating_point() else value
+        for key, value in pretrained.state_dict().items()
+    }
+    pretrained.load_state_dict(mixed)
+    return pretrained
+
+
 def build_candidates(work: Path, source_rows: list[list[str]], epochs: float) -> dict[str, str]:
-    """Name -> checkpoint folder (or pkg: path) for every candidate."""
+    """Name -> checkpoint folder (or pkg: path) for every candidate; folders already in `work` are reused."""
     location = resolve_location(DEMO_MODEL)
     candidates = {"minilm": DEMO_MODEL}
+    reinit = work / "minilm-reinit"
+    if not reinit.is_dir():
+        torch.manual_seed(0)
+        save_backbone(BertModel(AutoConfig.from_pretrained(location)), reinit)
+    for share in MIX_SHARES:
+        folder = work / f"minilm-mix-{share:g}"
+        if not folder.is_dir():
+            mixed = mix_towards(AutoModel.from_pretrained(location), AutoModel.from_pretrained(reinit), share)
+            save_backbone(mixed, folder)
+        candidates[f"minilm-mix-{share:g}"] = str(folder)
+    folder = work / "minilm-length-task"
+    if not folder.is_dir():  # the other source task: sentence longer than the median, on rows ranking never sees
+        lengths = [len(text.split()) for text, _ in source_rows]
+        median = float(np.median(lengths))
+        labelled = [[text, int(n > median)] for (text, _), n in zip(source_rows, lengths, strict=True)]
+        data = write_tsv(work / "length-task.tsv", ["sentence", "label"], labelled)
+        train(finetune_config(DEMO_MODEL, data, None, folder, epochs, 42, ["data.label_names=[short,long]"]))
+    candidates["minilm-length-task"] = str(folder)
+    candidates["minilm-reinit"] = str(reinit)
     for layers in (3, 1):
         folder = work / f"minilm-first-{layers}"
         if not folder.is_dir():
             save_backbone(keep_layers(AutoModel.from_pretrained(location), range(layers)), folder)
         candidates[f"minilm-first-{layers}"] = str(folder)
-    folder = work / "minilm-reinit"
-    if not folder.is_dir():
-        torch.manual_seed(0)
-        save_backbone(BertModel(AutoConfig.from_pretrained(location)), folder)
-    candidates["minilm-reinit"] = str(folder)
     folder = work / "tiny-random"
     if not folder.is_dir():
         torch.manual_seed(0)
@@ -87,18 +123,12 @@ def build_candidates(work: Path, source_rows: list[list[str]], epochs: float) ->
         )
         save_backbone(BertModel(config), folder)
     candidates["tiny-random"] = str(folder)
-    folder = work / "minilm-length-task"
-    if not folder.is_dir():  # the other source task: sentence longer than the median, on rows ranking never sees
-        lengths = [len(text.split()) for text, _ in source_rows]
-        median = float(np.median(lengths))
-        labelled = [[text, int(n > median)] for (text, _), n in zip(source_rows, lengths, strict=True)]
-        data = write_tsv(work / "length-task.tsv", ["sentence", "label"], labelled)
-        train(finetune_config(DEMO_MODEL, data, None, folder, epochs, ["data.label_names=[short,long]"]))
-    candidates["minilm-length-task"] = str(folder)
     return candidates
 
 
-def finetune_config(model: str, train_file: Path, dev: str | None, out: Path, epochs: float, extra: list[str]):
+def finetune_config(
+    model: str, train_file: Path, dev: str | None, out: Path, epochs: float, seed: int, extra: list[str]
+):
     overrides = [
         "task=text-classification",
         f"model.name_or_path={model}",
@@ -109,21 +139,73 @@ def finetune_config(model: str, train_file: Path, dev: str | None, out: Path, ep
         f"train.output_dir={out}",
         "train.overwrite_output_dir=true",
         f"train.epochs={epochs}",
+        f"train.seed={seed}",
         "train.batch_size=32",
         "train.learning_rate=1e-4",
         "train.logging_steps=50",
+        "train.eval_steps=1000000",  # no evaluation between epochs: only the final dev score is used
         *extra,
     ]
     return load_config(None, overrides)
+
+
+def finetune_all(candidates: dict[str, str], data: Path, work: Path, epochs: float, seeds: list[int]) -> dict:
+    """Name -> {seed: dev accuracy}, seeds outermost (an interrupted run still has whole seeds); resumable."""
+    store = work / "finetuned.json"
+    done = json.loads(store.read_text()) if store.is_file() else {}
+    for seed in seeds:
+        for name, path in candidates.items():
+            key = f"{name}|seed={seed}|epochs={epochs:g}"
+            if key not in done:
+                out = work / f"ft-{name}"
+                results = train(finetune_config(path, data, DEV, out, epochs, seed, []))
+                shutil.rmtree(out)  # only the score is kept
+                done[key] = {"accuracy": results["eval"]["accuracy"], "train_s": results["train_runtime_s"]}
+                store.write_text(json.dumps(done, indent=1) + "\n")
+            print(f"[{name} seed {seed}] fine-tuned dev accuracy {done[key]['accuracy']:.4f}", flush=True)
+    return {
+        name: {seed: done[f"{name}|seed={seed}|epochs={epochs:g}"]["accuracy"] for seed in seeds} for name in candidates
+    }
+
+
+def correlations(candidates: list[dict], accuracy: dict[str, float]) -> dict:
+    """Per estimator: Spearman and Kendall against mean fine-tuned accuracy, its top pick and the best model."""
+    truth = [accuracy[c["model"]] for c in candidates]
+    best = max((c["model"] for c in candidates), key=accuracy.__getitem__)
+    found = {}
+    for estimator in ESTIMATORS:
+        scores = [c[estimator] for c in candidates]
+        pick = candidates[int(np.argmax(scores))]["model"]
+        found[estimator] = {
+            "spearman": float(spearmanr(scores, truth).statistic),
+            "kendall": float(kendalltau(scores, truth).statistic),
+            "top_pick": pick,
+            "best_finetuned": best,
+            "picks_best": pick == best,
+        }
+    return found
+
+
+def print_correlations(title: str, found: dict) -> None:
+    print(f"\n{title}\n\n| estimator | Spearman | Kendall | top pick | best fine-tuned |")
+    print("|---|---:|---:|---|---|")
+    for estimator, c in found.items():
+        verdict = "yes" if c["picks_best"] else "no"
+        print(
+            f"| {estimator} | {c['spearman']:.3f} | {c['kendall']:.3f} | {c['top_pick']} ({verdict}) | "
+            f"{c['best_finetuned']} |"
+        )
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--rows", type=int, default=1000, help="SST-2 train rows to score and fine-tune on.")
     parser.add_argument("--source-rows", type=int, default=1000, help="Rows of the other source task.")
-    parser.add_argument("--epochs", type=float, default=1.0)
+    parser.add_argument("--epochs", type=float, default=3.0)
+    parser.add_argument("--seeds", default="42,43,44", help="Fine-tuning seeds; the ground truth is their mean.")
     parser.add_argument("--work", default="outputs/bench-rank")
     args = parser.parse_args()
+    seeds = [int(seed) for seed in args.seeds.split(",")]
     work = Path(args.work)
     work.mkdir(parents=True, exist_ok=True)
 
@@ -145,43 +227,52 @@ def main() -> None:
         candidate["model"] = names[candidate["model"]]
     print(format_ranking(report), flush=True)
 
-    finetuned = {}
     started = time.perf_counter()
-    for name, path in candidates.items():
-        results = train(finetune_config(path, data, DEV, work / f"ft-{name}", args.epochs, []))
-        finetuned[name] = {"accuracy": results["eval"]["accuracy"], "train_s": results["train_runtime_s"]}
-        print(f"[{name}] fine-tuned dev accuracy {results['eval']['accuracy']:.4f}", flush=True)
+    per_seed = finetune_all(candidates, data, work, args.epochs, seeds)
     finetune_s = time.perf_counter() - started
+    mean = {name: float(np.mean(list(runs.values()))) for name, runs in per_seed.items()}
+    sd = {
+        name: float(np.std(list(runs.values()), ddof=1)) if len(seeds) > 1 else 0.0 for name, runs in per_seed.items()
+    }
 
-    accuracy = [finetuned[c["model"]]["accuracy"] for c in report["candidates"]]
-    correlations = {}
-    for estimator in ESTIMATORS:
-        scores = [c[estimator] for c in report["candidates"]]
-        correlations[estimator] = {
-            "spearman": float(spearmanr(scores, accuracy).statistic),
-            "kendall": float(kendalltau(scores, accuracy).statistic),
-            "picks_best": report["candidates"][int(np.argmax(scores))]["model"]
-            == max(finetuned, key=lambda n: finetuned[n]["accuracy"]),
-        }
+    reference = next(c for c in report["candidates"] if c["model"] == "minilm")
+    same_size = [
+        c
+        for c in report["candidates"]
+        if (c["layers"], c["hidden_size"]) == (reference["layers"], reference["hidden_size"])
+    ]
+    found = {
+        "all": correlations(report["candidates"], mean),
+        "same_architecture": correlations(same_size, mean),
+    }
 
     print(
-        f"\n{args.rows} SST-2 train rows; fine-tuning: full, {args.epochs:g} epoch, mean pooling, AdamW 1e-4, batch 32"
+        f"\n{args.rows} SST-2 train rows; fine-tuning: full, {args.epochs:g} epochs, mean pooling, AdamW 1e-4, "
+        f"batch 32, seeds {args.seeds}; dev accuracy on 872 rows, mean ± sd over seeds"
     )
-    print("\n| candidate | LogME | H-score | linear probe | fine-tuned dev acc | fine-tune s |")
-    print("|---|---:|---:|---:|---:|---:|")
+    print("\n| candidate | blocks x width | LogME | H-score | linear probe | fine-tuned dev acc | per seed |")
+    print("|---|---|---:|---:|---:|---:|---|")
     for c in report["candidates"]:
-        f = finetuned[c["model"]]
+        runs = ", ".join(f"{a:.3f}" for a in per_seed[c["model"]].values())
         print(
-            f"| {c['model']} | {c['logme']:.4f} | {c['h_score']:.4f} | {c['probe_accuracy']:.3f} | "
-            f"{f['accuracy']:.4f} | {f['train_s']:.0f} |"
+            f"| {c['model']} | {c['layers']} x {c['hidden_size']} | {c['logme']:.4f} | {c['h_score']:.4f} | "
+            f"{c['probe_accuracy']:.3f} | {mean[c['model']]:.3f} ± {sd[c['model']]:.3f} | {runs} |"
         )
-    print("\n| estimator | Spearman | Kendall | top pick fine-tunes best |")
-    print("|---|---:|---:|---|")
-    for estimator, c in correlations.items():
-        print(f"| {estimator} | {c['spearman']:.3f} | {c['kendall']:.3f} | {'yes' if c['picks_best'] else 'no'} |")
+    print_correlations(f"All {len(report['candidates'])} candidates", found["all"])
+    print_correlations(
+        f"Same architecture as MiniLM ({reference['layers']} blocks x {reference['hidden_size']}; "
+        f"{len(same_size)} candidates)",
+        found["same_architecture"],
+    )
     timings = {"build_candidates_s": build_s, "rank_s": rank_s, "finetune_s": finetune_s}
     print(f"\nwall time: candidates {build_s:.0f}s, rank {rank_s:.0f}s, fine-tuning {finetune_s:.0f}s")
-    summary = {"rank": report, "finetuned": finetuned, "correlations": correlations, "timings": timings}
+    summary = {
+        "settings": {"rows": args.rows, "epochs": args.epochs, "seeds": seeds},
+        "rank": report,
+        "finetuned": {name: {"per_seed": per_seed[name], "mean": mean[name], "sd": sd[name]} for name in candidates},
+        "correlations": found,
+        "timings": timings,
+    }
     (work / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
     print(f"Wrote {work / 'summary.json'}")
 

@@ -14,6 +14,7 @@ import dataclasses
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -27,6 +28,9 @@ from hftransfer.errors import UserError
 from hftransfer.modeling import ModelError
 from hftransfer.paths import resolve_location
 from hftransfer.tasks import IMAGE, TEXT, get_task
+
+if TYPE_CHECKING:
+    from transformers import PretrainedConfig
 
 RECIPE_SUFFIXES = (".yaml", ".yml")
 
@@ -72,11 +76,10 @@ def data_config(spec: DataSpec) -> tuple[DataConfig, str | None]:
     return dataclasses.replace(data, **changes), declared
 
 
-def checkpoint_task(name: str) -> str:
-    """Text or image: the candidate's modality. Fails early, naming the checkpoint, when it cannot be read."""
+def checkpoint_config(name: str) -> PretrainedConfig:
+    """The candidate's config. Fails early, naming the checkpoint, when it cannot be read."""
     from transformers import AutoConfig
 
-    from hftransfer.modeling_images import is_image_model_type
     from hftransfer.strategies.lora import is_adapter_folder
 
     location = resolve_location(name)
@@ -92,7 +95,14 @@ def checkpoint_task(name: str) -> str:
             f"Cannot read checkpoint '{name}': {str(err).rstrip('.')}. Give a Hub id, a local model folder "
             "(config.json and safetensors weights) or a pkg:<package>/<path>."
         ) from err
-    return IMAGE if is_image_model_type(pretrained.model_type) else TEXT
+    return pretrained
+
+
+def checkpoint_task(name: str) -> str:
+    """Text or image: the candidate's modality."""
+    from hftransfer.modeling_images import is_image_model_type
+
+    return IMAGE if is_image_model_type(checkpoint_config(name).model_type) else TEXT
 
 
 def common_task(models: Sequence[str], declared: str | None = None) -> str:

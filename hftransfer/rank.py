@@ -2,7 +2,10 @@
 
 LogME orders the table (it needs no hyperparameters and was the best-validated estimator in its paper);
 H-score and a cross-validated linear probe are printed beside it as second opinions. None of them
-fine-tunes: each candidate costs one forward pass over the rows.
+fine-tunes: each candidate costs one forward pass over the rows. That is also their blind spot: they score the
+features as they stand, not what a deeper or wider model gains from training (on SST-2 they rated truncated
+MiniLMs at or above the full one, which fine-tunes best; README, "Choose before you train"), so the report
+warns when the candidates differ in depth or width.
 """
 
 from __future__ import annotations
@@ -13,8 +16,42 @@ from collections.abc import Sequence
 import numpy as np
 
 from hftransfer.errors import UserError
-from hftransfer.features import DataSpec, common_task, data_config, extract_features, label_rows, read_rows
+from hftransfer.features import (
+    DataSpec,
+    checkpoint_config,
+    common_task,
+    data_config,
+    extract_features,
+    label_rows,
+    read_rows,
+)
 from hftransfer.transferability import h_score, linear_probe, logme
+
+SIZE_CAVEAT = (
+    "Caveat: these candidates differ in depth or width (blocks x width: {sizes}). Frozen-feature scores do not "
+    "account for what a deeper model gains from fine-tuning; compare such candidates with care."
+)
+
+
+def depth_and_width(name: str) -> tuple[int | None, int | None]:
+    """(blocks, width of the last hidden state) from the checkpoint's config; None where the config has no such key.
+
+    Staged CNNs (ResNet, ConvNeXt) count the blocks of all stages and report the last stage's width.
+    """
+    config = checkpoint_config(name)
+    depths = getattr(config, "depths", None)
+    layers = sum(depths) if depths else getattr(config, "num_hidden_layers", None)
+    widths = getattr(config, "hidden_sizes", None)
+    width = widths[-1] if widths else getattr(config, "hidden_size", None)
+    return layers, width
+
+
+def size_caveat(candidates: Sequence[dict]) -> str | None:
+    """The warning for candidates of unequal depth or width, else None (unknown sizes are not compared)."""
+    sizes = {(c["layers"], c["hidden_size"]) for c in candidates if None not in (c["layers"], c["hidden_size"])}
+    if len(sizes) < 2:
+        return None
+    return SIZE_CAVEAT.format(sizes=", ".join(f"{layers}x{width}" for layers, width in sorted(sizes)))
 
 
 def rank_models(spec: DataSpec, models: Sequence[str], *, folds: int = 5, batch_size: int = 64) -> dict:
@@ -34,9 +71,12 @@ def rank_models(spec: DataSpec, models: Sequence[str], *, folds: int = 5, batch_
         features = extract_features(name, rows, data, task, batch_size=batch_size)
         extracted = time.perf_counter() - started
         probe = linear_probe(features, y, folds=folds)
+        layers, width = depth_and_width(name)
         candidates.append(
             {
                 "model": name,
+                "layers": layers,
+                "hidden_size": width,
                 "logme": logme(features, y),
                 "h_score": h_score(features, y),
                 "probe_accuracy": probe.accuracy,
@@ -57,6 +97,7 @@ def rank_models(spec: DataSpec, models: Sequence[str], *, folds: int = 5, batch_
         "majority_accuracy": float(np.bincount(y).max() / len(y)),
         "probe_folds": folds,
         "candidates": candidates,
+        "caveat": size_caveat(candidates),
     }
 
 
@@ -75,4 +116,6 @@ def format_ranking(report: dict) -> str:
             f"{c['probe_accuracy']:.3f} ± {c['probe_accuracy_std']:.3f} | {c['dims']} | {c['features_seconds']:.1f} |"
         )
     lines += ["", "Higher is better in every score column; LogME orders the table."]
+    if report.get("caveat"):
+        lines += ["", report["caveat"]]
     return "\n".join(lines)

@@ -158,6 +158,7 @@ def test_image_features_are_what_the_head_reads(image_setup, tmp_path):
     assert report["task"] == "image-classification" and report["rows"] == 15
     assert report["classes"] == ["blue", "green", "red"]
     assert report["candidates"][0]["dims"] == 16  # the last stage's width, pooled
+    assert (report["candidates"][0]["layers"], report["candidates"][0]["hidden_size"]) == (2, 16)  # 1 + 1 blocks
 
     rows = read_rows(DataSpec(str(folder), max_rows=3), DataConfig(), "image-classification")
     features = extract_features(str(model_dir), rows, DataConfig(), "image-classification")
@@ -181,6 +182,16 @@ def second_bert(tmp_path_factory, tiny_bert_dir) -> Path:
     return folder
 
 
+@pytest.fixture(scope="module")
+def twin_bert(tmp_path_factory, tiny_bert_dir) -> Path:
+    """tiny_bert_dir's architecture with other weights."""
+    folder = tmp_path_factory.mktemp("twin-bert")
+    torch.manual_seed(2)
+    BertModel(BertConfig.from_pretrained(tiny_bert_dir)).save_pretrained(folder)
+    AutoTokenizer.from_pretrained(tiny_bert_dir).save_pretrained(folder)
+    return folder
+
+
 def test_rank_cli_orders_by_logme_and_reports_every_score(tiny_bert_dir, second_bert, toy_text_files, tmp_path, capsys):
     out = tmp_path / "ranking.json"
     models = [str(second_bert), str(tiny_bert_dir)]
@@ -193,8 +204,11 @@ def test_rank_cli_orders_by_logme_and_reports_every_score(tiny_bert_dir, second_
     assert [c["rank"] for c in report["candidates"]] == [1, 2]
     assert {c["model"] for c in report["candidates"]} == set(models)
     assert {c["dims"] for c in report["candidates"]} == {16, 32}
+    assert {(c["layers"], c["hidden_size"]) for c in report["candidates"]} == {(1, 16), (2, 32)}
     for c in report["candidates"]:
         assert f"| {c['rank']} | {c['model']} | {c['logme']:.4f} |" in printed
+    # Candidates of different depth: the report and the printed table warn that frozen scores ignore it.
+    assert "(blocks x width: 1x16, 2x32)" in report["caveat"] and report["caveat"] in printed
     # The table's LogME is LogME of the model's frozen features on these rows.
     top = report["candidates"][0]["model"]
     spec = DataSpec(str(toy_text_files[0]))
@@ -202,6 +216,15 @@ def test_rank_cli_orders_by_logme_and_reports_every_score(tiny_bert_dir, second_
     assert report["candidates"][0]["logme"] == pytest.approx(
         logme(extract_features(top, rows, DataConfig(), "text-classification"), np.asarray(rows["label"])), rel=1e-6
     )
+
+
+def test_rank_has_no_size_caveat_for_candidates_of_one_architecture(tiny_bert_dir, twin_bert, toy_text_files, capsys):
+    out = toy_text_files[0].parent / "twins.json"
+    models = [str(tiny_bert_dir), str(twin_bert)]
+    assert main(["rank", "--data", str(toy_text_files[0]), "--models", *models, "--folds", "2", "--out", str(out)]) == 0
+    report = json.loads(out.read_text())
+    assert {(c["layers"], c["hidden_size"]) for c in report["candidates"]} == {(2, 32)}
+    assert report["caveat"] is None and "Caveat" not in capsys.readouterr().out
 
 
 def test_rank_reads_a_recipe_split(tiny_recipe, tiny_bert_dir, tmp_path):
