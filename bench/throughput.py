@@ -13,15 +13,19 @@ warm-up, grad-norm clip 1.0, fp32, seed 42):
   group_by_length stock `Trainer`, `DataCollatorWithPadding`, `train_sampling_strategy="group_by_length"`
   bare            forward, loss, backward, clip, fused AdamW step, schedule: over exactly the batches
                   hftransfer's sampler produced, tokenized and padded in memory beforehand; no DataLoader,
-                  no framework
+                  no framework; in hftransfer's precision (`train.precision=auto`: bf16 autocast on CPUs with
+                  AVX512-BF16/AMX, fp32 elsewhere)
+
+The stock peers run as stock `Trainer` does by default, in fp32 (`group_by_length+bf16`, a lever, adds
+`bf16=True` to show what autocast alone gives the peer).
 
 The timed window is one whole epoch of the `--rows` rows (`pad-128`: its first `--pad128-steps` steps, which
 all have the same 32x128 shape), so every setting computes on exactly the same rows: a partial epoch would
 flatter some samplers (`LengthGroupedSampler` serves its longest batches first). A warm-up round (a few steps
 of every setting, untimed) runs first; then `--repeats` rounds, with the order rotated, and the table shows
 medians, and ratios taken inside each round (the machine is shared, so absolute numbers drift).
-`--levers` adds bare-loop variants (bf16 autocast, torch.compile, attention mask dropped); `--accuracy`
-adds dev accuracy after one epoch on the full sample for the dynamic-padding settings.
+`--levers` adds `group_by_length+bf16` and bare-loop variants (fp32, torch.compile, attention mask dropped);
+`--accuracy` adds dev accuracy after one epoch on the full sample for the dynamic-padding settings.
 """
 
 from __future__ import annotations
@@ -64,6 +68,7 @@ from hftransfer.data import DynamicPaddingCollator, PreparedData, prepare_text_d
 from hftransfer.data.loaders import train_batch_sampler
 from hftransfer.data.sources import load_splits
 from hftransfer.inference import dataset_logits
+from hftransfer.loops.common import autocast_dtype, resolve_precision
 from hftransfer.loops.trainer import run_trainer_loop, training_arguments
 from hftransfer.modeling import load_classifier, load_tokenizer
 from hftransfer.optim import build_optimizer, build_scheduler
@@ -75,7 +80,7 @@ transformers.logging.set_verbosity_error()
 
 RECIPE = Path(__file__).resolve().parents[1] / "recipes" / "text-sst2-minilm-full.yaml"
 SETTINGS = ("hftransfer", "pad-128", "dynamic", "group_by_length", "bare")
-LEVERS = ("bare+bf16", "bare+compile", "bare-no-mask")
+LEVERS = ("group_by_length+bf16", "bare+fp32", "bare+compile", "bare-no-mask")
 
 
 @dataclass
@@ -213,15 +218,17 @@ def stock_dataset(bench: Bench, pad_to_128: bool) -> datasets.Dataset:
     return bench.rows.map(encode, batched=True, remove_columns=[column])
 
 
-def run_stock(bench: Bench, steps: int, pad_to_128: bool, sampling: str) -> Window:
+def run_stock(bench: Bench, steps: int, pad_to_128: bool, sampling: str, bf16: bool = False) -> Window:
     dataset = stock_dataset(bench, pad_to_128)
     model = fresh_stock_model(bench)
     meter = Meter()
     meter.attach(model)
     timer = StepTimer(meter, steps)
-    # The shipped loop's arguments (same hyperparameters, precision, device), reset to the stock peer's habits.
+    # The shipped loop's arguments (same hyperparameters, device), reset to the stock peer's habits (fp32).
     args = replace(
         training_arguments(bench.config, bench.work_dir()),
+        bf16=bf16,
+        fp16=False,
         num_train_epochs=1,
         max_steps=-1,
         report_to="none",
@@ -255,7 +262,8 @@ def run_bare(bench: Bench, steps: int, batches: list[dict], variant: str = "") -
     optimizer = build_optimizer(build_strategy(bench.config.strategy), model, train)
     scheduler = build_scheduler(optimizer, train, len(batches))
     forward = torch.compile(model, dynamic=True) if variant == "compile" else model
-    autocast = torch.autocast("cpu", dtype=torch.bfloat16) if variant == "bf16" else contextlib.nullcontext()
+    dtype = None if variant == "fp32" else autocast_dtype(resolve_precision(train.precision))
+    autocast = torch.autocast("cpu", dtype=dtype, enabled=dtype is not None)
     params = [p for p in model.parameters() if p.requires_grad]
     stamps = [time.perf_counter()]
     for batch in batches[:steps]:
@@ -293,7 +301,8 @@ def runners(
         "dynamic": lambda s: run_stock(bench, window(s, min(random_steps, epoch)), False, "random"),
         "group_by_length": lambda s: run_stock(bench, window(s, epoch), False, "group_by_length"),
         "bare": lambda s: run_bare(bench, window(s, epoch), batches),
-        "bare+bf16": lambda s: run_bare(bench, window(s, epoch), batches, "bf16"),
+        "group_by_length+bf16": lambda s: run_stock(bench, window(s, epoch), False, "group_by_length", bf16=True),
+        "bare+fp32": lambda s: run_bare(bench, window(s, epoch), batches, "fp32"),
         "bare+compile": lambda s: run_bare(bench, window(s, epoch), batches, "compile"),
         "bare-no-mask": lambda s: run_bare(bench, window(s, epoch), batches, "no-mask"),
     }
@@ -392,6 +401,7 @@ def main() -> None:
         batches = bare_batches(bench)
         run = runners(bench, batches, args.pad128_steps, args.random_steps)
         print(f"{machine()}\n{len(bench.rows)} rows, {len(batches)} batches of {bench.config.train.batch_size}; "
+              f"hftransfer and bare in {resolve_precision(bench.config.train.precision)}, stock peers in fp32; "
               f"warm-up round, then {args.repeats} timed rounds", flush=True)  # fmt: skip
         for name in names:
             run[name](args.warmup)

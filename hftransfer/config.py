@@ -115,7 +115,8 @@ class TrainConfig:
     max_grad_norm: float = 1.0
     seed: int = 42
     precision: Literal["auto", "fp32", "bf16", "fp16"] = "auto"
-    """`auto`: bf16 on GPUs that support it, fp16 on other GPUs, fp32 on CPU."""
+    """`auto`: bf16 on GPUs that support it, fp16 on other GPUs; on CPU bf16 autocast where the CPU runs bf16
+    natively (AVX512-BF16 or AMX), else fp32. Weights and optimizer state stay fp32 in every mode."""
     logging_steps: int = 20
     eval_steps: int | None = None
     """Evaluate every N steps; by default at the end of every epoch."""

@@ -16,7 +16,7 @@ import hftransfer
 from hftransfer.config import RunConfig, save_config
 from hftransfer.inference import dataset_logits
 from hftransfer.loops import LOOPS
-from hftransfer.loops.common import autocast_dtype, resolve_precision
+from hftransfer.loops.common import resolve_precision
 from hftransfer.metrics import classification_metrics
 from hftransfer.modeling import count_parameters
 from hftransfer.outputs import folder_size_bytes, publish, staging_dir, write_json
@@ -47,11 +47,10 @@ def train(config: RunConfig) -> dict:
     if not PartialState().is_main_process:
         return {}  # under `accelerate launch` the main process evaluates and writes the output folder
 
-    precision = resolve_precision(config.train.precision)
     started = time.perf_counter()
-    eval_logits = dataset_logits(
-        outcome.model, data.validation, collator, config.train.eval_batch_size, autocast_dtype=autocast_dtype(precision)
-    )
+    # In fp32 whatever the training precision: the saved weights are fp32, and `evaluate`, `predict` and the ONNX
+    # export run them so; results.json then holds exactly what the shipped model scores.
+    eval_logits = dataset_logits(outcome.model, data.validation, collator, config.train.eval_batch_size)
     eval_runtime = time.perf_counter() - started
     metrics = classification_metrics(data.validation["labels"], eval_logits, label_names=data.labels.names)
 
@@ -81,7 +80,7 @@ def train(config: RunConfig) -> dict:
         "eval_runtime_s": eval_runtime,
         "train_losses": outcome.losses,
         "log_history": outcome.log_history,  # per-step train loss and eval metrics (learning curves)
-        "precision": precision,
+        "precision": resolve_precision(config.train.precision),  # what training ran in
         "hardware": _hardware(),
         "versions": {
             "hftransfer": hftransfer.__version__,

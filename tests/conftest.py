@@ -77,6 +77,7 @@ def recipe_maker(model_dir: Path, train: Path, dev: Path, out: Path):
             "train.batch_size=8",
             "train.learning_rate=1e-3",
             "train.logging_steps=1",
+            "train.precision=fp32",  # invariants are checked exactly; bf16 autocast has its own tests
         ]
         return load_config(None, [*base, *overrides])
 

@@ -47,8 +47,9 @@ def _weights(output_dir: str | Path) -> dict[str, torch.Tensor]:
     return load_file(Path(output_dir) / "model.safetensors")
 
 
-def test_trainer_and_accelerate_loops_take_the_same_steps(tiny_recipe, tmp_path, monkeypatch):
-    """Same batches, groups, schedule, clipping and dropout masks: step losses and final metrics agree."""
+@pytest.mark.parametrize("precision", ["fp32", "bf16"])
+def test_trainer_and_accelerate_loops_take_the_same_steps(tiny_recipe, tmp_path, monkeypatch, precision):
+    """Same batches, groups, schedule, clipping, dropout masks and autocast: step losses and final metrics agree."""
     captured = {}
     from hftransfer.loops import LOOPS
 
@@ -61,12 +62,18 @@ def test_trainer_and_accelerate_loops_take_the_same_steps(tiny_recipe, tmp_path,
 
     monkeypatch.setitem(LOOPS, "trainer", keep_history)
     # 12 batches of 8 per epoch in groups of 5: two full groups and a short one of 2, for two epochs.
-    common = ("train.gradient_accumulation_steps=5", "train.warmup_ratio=0.2", "train.max_grad_norm=0.5")
+    common = (
+        "train.gradient_accumulation_steps=5",
+        "train.warmup_ratio=0.2",
+        "train.max_grad_norm=0.5",
+        f"train.precision={precision}",
+    )
     by_trainer = train(tiny_recipe(*common, "train.loop=trainer", f"train.output_dir={tmp_path / 'trainer'}"))
     by_trainer["log_history"] = captured["log_history"]
     by_accelerate = _run(tiny_recipe(*common, "train.loop=accelerate", f"train.output_dir={tmp_path / 'accelerate'}"))
 
     assert by_trainer["global_steps"] == by_accelerate["global_steps"] == 6
+    assert by_trainer["precision"] == by_accelerate["precision"] == precision
     for run in (by_trainer, by_accelerate):  # two epochs, each timed without its evaluation
         assert len(run["epoch_train_s"]) == 2 and 0 < sum(run["epoch_train_s"]) <= run["train_runtime_s"]
     for key in ("loss", "grad_norm", "learning_rate"):
@@ -138,6 +145,7 @@ def _cli_args(config) -> list[str]:
         f"train.learning_rate={train_cfg.learning_rate}",
         f"train.logging_steps={train_cfg.logging_steps}",
         f"train.loop={train_cfg.loop}",
+        f"train.precision={train_cfg.precision}",
         f"train.output_dir={train_cfg.output_dir}",
     ]
 

@@ -65,7 +65,7 @@ def _history(folder: Path) -> list[dict]:
 def _overrides(config) -> list[str]:
     t, d = config.train, config.data
     keys = ("epochs", "batch_size", "learning_rate", "logging_steps", "loop", "gradient_accumulation_steps",
-            "save_steps", "eval_steps", "output_dir")  # fmt: skip
+            "save_steps", "eval_steps", "precision", "output_dir")  # fmt: skip
     return [
         f"model.name_or_path={config.model.name_or_path}",
         f"data.train_file={d.train_file}",

@@ -19,6 +19,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 from accelerate import Accelerator
+from accelerate.state import AcceleratorState
 from accelerate.utils import LoggerType, ProjectConfiguration, set_seed
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
@@ -52,6 +53,9 @@ def run_accelerate_loop(
     train = config.train
     accumulation = train.gradient_accumulation_steps
     precision = resolve_precision(train.precision)
+    # The process-wide state refuses a second mixed precision; a run in a process that trained before (research
+    # code, benches, tests) starts from a clean one, as Trainer's arguments do. The distributed state is kept.
+    AcceleratorState._reset_state(reset_partial_state=False)
     accelerator = Accelerator(
         cpu=not torch.cuda.is_available(),  # as the Trainer loop; also makes a CPU-only `accelerate launch` use gloo
         mixed_precision="no" if precision == "fp32" else precision,

@@ -35,7 +35,7 @@ class _LogLines(TrainerCallback):
             logger.info(
                 "step %d: %s",
                 state.global_step,
-                {k: round(v, 4) if isinstance(v, float) else v for k, v in logs.items()},
+                {k: float(f"{v:.4g}") if isinstance(v, float) else v for k, v in logs.items()},  # lr 4.6e-05, not 0.0
             )
 
 
