@@ -315,6 +315,36 @@ def test_cached_and_live_teacher_logits_give_the_same_loss(tiny_bert_dir, toy_fi
     )
 
 
+def test_mask_augment_feeds_teacher_and_student_the_same_masked_real_tokens(tiny_bert_dir, toy_files):
+    tokenizer = AutoTokenizer.from_pretrained(tiny_bert_dir)
+    config = resolve_task(load_config(None, _data_overrides(toy_files, Path("unused"))))
+    texts = [line.split("\t")[0] for line in toy_files[0].read_text().splitlines()[1:17]]
+    batch = _batch(tokenizer, texts, [i % 2 for i in range(16)])
+    teacher, student = _tiny_classifier(layers=2, seed=3), _tiny_classifier(layers=1, seed=4).train()
+    strategy = DistillStrategy(DistillConfig(mask_augment=0.4, cache_teacher_logits=False), teacher=teacher)
+    strategy.prepare(student)
+    strategy._mask_token = strategy._mask_token_ids(tokenizer, config)
+    seen = {}
+    for name, model in (("teacher", teacher), ("student", student)):
+        model.register_forward_pre_hook(
+            lambda _m, _args, kwargs, name=name: seen.setdefault(name, []).append(kwargs["input_ids"].clone()),
+            with_kwargs=True,
+        )
+    torch.manual_seed(0)
+    strategy.loss(student, batch)
+    masked = seen["student"][0]
+    torch.testing.assert_close(seen["teacher"][0], masked)  # the teacher labels the very rows the student reads
+    changed = masked != batch["input_ids"]
+    real = batch["attention_mask"].bool() & ~torch.isin(batch["input_ids"], torch.tensor(tokenizer.all_special_ids))
+    assert (masked[changed] == tokenizer.mask_token_id).all() and not (changed & ~real).any()
+    assert 0.25 < changed.sum() / real.sum() < 0.55  # ~40% of the real tokens, never [CLS]/[SEP]/padding
+    student.eval()  # evaluation reads the rows as they are
+    strategy.loss(student, batch)
+    torch.testing.assert_close(seen["student"][-1], batch["input_ids"])
+    with pytest.raises(ConfigError, match="mask_augment"):
+        DistillConfig(mask_augment=1.0)
+
+
 # --- end to end ------------------------------------------------------------------------------------------------
 
 

@@ -60,6 +60,10 @@ class DistillConfig:
     hidden_layers: list[list[int]] | None = None
     """[[student, teacher], ...] hidden-state indices (0 = embeddings, i = output of block i). Default: each
     student block to the teacher block it was cut from (student_layers), else spread evenly."""
+    mask_augment: float = 0.0
+    """Share of each training row's real tokens replaced by the mask token, drawn anew every step; teacher and
+    student read the same corrupted row (the teacher runs live), so the student learns the teacher's outputs on
+    inputs the labels alone do not cover (TinyBERT-style augmentation). 0 = off. Text, shared tokenizer only."""
     check_teacher: bool = True
     """Score the teacher on the validation split first and stop the run when it is at chance level."""
     measure_latency: bool = True
@@ -72,6 +76,8 @@ class DistillConfig:
             raise ConfigError(f"strategy.distill.alpha weighs the distillation term, in [0, 1]; got {self.alpha}.")
         if self.hidden_weight < 0:
             raise ConfigError(f"strategy.distill.hidden_weight must be >= 0, got {self.hidden_weight}.")
+        if not 0.0 <= self.mask_augment < 1.0:
+            raise ConfigError(f"strategy.distill.mask_augment is a share of tokens in [0, 1), got {self.mask_augment}.")
         for pair in self.hidden_layers or []:
             if len(pair) != 2 or min(pair) < 0:
                 raise ConfigError(f"strategy.distill.hidden_layers takes [student, teacher] index pairs, got {pair}.")
@@ -152,6 +158,8 @@ class DistillStrategy(Strategy):
         self._latency_inputs: dict[str, tuple] | None = None
         self._own_encoding = False
         """True when the teacher reads its own encoding of the data (tokenizers differ), not the student's batches."""
+        self._mask_token: tuple[int, list[int]] | None = None
+        """(mask token id, special token ids) when mask_augment is on."""
 
     # --- setup -------------------------------------------------------------------------------------------------
 
@@ -199,7 +207,14 @@ class DistillStrategy(Strategy):
         name = self.loaded.location
         check_label_mapping(self.loaded.labels, data.labels, name)
         augmented = AUGMENT_COLUMN in data.train.column_names  # inputs differ every epoch: cached logits would not fit
-        live = not self.config.cache_teacher_logits or self.config.hidden_loss != "none" or augmented
+        if self.config.mask_augment:
+            self._mask_token = self._mask_token_ids(tokenizer, config)
+        live = (
+            not self.config.cache_teacher_logits
+            or self.config.hidden_loss != "none"
+            or augmented
+            or bool(self.config.mask_augment)
+        )
         collator = get_task(config.task).make_collator(tokenizer, config.data)
         teacher_data, teacher_collator = data, collator  # what the teacher reads: the student's rows when it can
         self._own_encoding = False
@@ -265,6 +280,26 @@ class DistillStrategy(Strategy):
         logger.info("%s: encoding the data a second time, for the teacher.", problem)
         return True
 
+    def _mask_token_ids(self, tokenizer: PreTrainedTokenizerBase, config: RunConfig) -> tuple[int, list[int]]:
+        from hftransfer.tasks import TEXT
+
+        mask_id = getattr(tokenizer, "mask_token_id", None)
+        if config.task != TEXT or mask_id is None:
+            raise ConfigError(
+                "strategy.distill.mask_augment replaces text tokens by the tokenizer's mask token; this "
+                f"{'tokenizer has none' if config.task == TEXT else config.task + ' task has no tokens'}. "
+                "Set strategy.distill.mask_augment=0."
+            )
+        return mask_id, list(tokenizer.all_special_ids)
+
+    def _masked(self, inputs: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """The batch with a random `mask_augment` share of its real, non-special tokens masked."""
+        mask_id, special = self._mask_token
+        ids = inputs["input_ids"]
+        real = inputs.get("attention_mask", torch.ones_like(ids)).bool() & ~torch.isin(ids, ids.new_tensor(special))
+        hit = real & (torch.rand(ids.shape, device=ids.device) < self.config.mask_augment)
+        return {**inputs, "input_ids": ids.masked_fill(hit, mask_id)}
+
     # --- training ----------------------------------------------------------------------------------------------
 
     def _teacher_forward(self, inputs: dict, device: torch.device, hidden: bool):
@@ -276,6 +311,8 @@ class DistillStrategy(Strategy):
 
     def loss(self, model: nn.Module, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
         inputs = {k: v for k, v in batch.items() if k not in ("labels", TEACHER_LOGITS)}
+        if self._mask_token is not None and model.training:
+            inputs = self._masked(inputs)
         hidden = self.config.hidden_loss != "none"
         outputs = model(**inputs, output_hidden_states=hidden) if hidden else model(**inputs)
         logits = outputs.logits
