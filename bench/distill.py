@@ -43,7 +43,7 @@ from hftransfer.training import format_report, train
 RECIPES = Path(__file__).resolve().parent.parent / "recipes"
 SAMPLE = "pkg:hftransfer/demo_data/sst2/train.tsv"
 DEV = "pkg:hftransfer/demo_data/sst2/dev.tsv"
-SST2_TRAIN = Path("/work/shared/data/sst2/train.tsv")
+SST2_TRAIN = Path(__file__).resolve().parents[2] / "shared" / "data" / "sst2" / "train.tsv"  # ../shared beside the repo
 LAYERS = [0, 2, 4]
 
 

@@ -274,8 +274,8 @@ class DistillStrategy(Strategy):
         if live:
             raise TeacherError(
                 f"{problem}: the teacher needs the inputs encoded with its own tokenizer, which hftransfer does only "
-                "for cached teacher logits. Set strategy.distill.cache_teacher_logits=true (the default), or use a "
-                "student with the teacher's tokenizer."
+                "for cached teacher logits. Set strategy.distill.cache_teacher_logits=true (the default) and "
+                "strategy.distill.mask_augment=0, or use a student with the teacher's tokenizer."
             )
         logger.info("%s: encoding the data a second time, for the teacher.", problem)
         return True
