@@ -119,7 +119,7 @@ def _rank(args: argparse.Namespace) -> int:
     from hftransfer.rank import format_ranking, rank_models
 
     spec = DataSpec(args.data, args.split, args.text_columns, args.label_column, args.max_rows, args.seed)
-    report = rank_models(spec, args.models, folds=args.folds, batch_size=args.batch_size)
+    report = rank_models(spec, args.models, folds=args.folds, batch_size=args.batch_size, layers=args.layers)
     print(format_ranking(report))
     _write_report(report, args.out)
     return 0
@@ -245,6 +245,13 @@ def build_parser() -> argparse.ArgumentParser:
     rank.add_argument("--split", default="train", help="Recipe split to score on (default: train).")
     rank.add_argument("--label-column", help="Label column (default: the recipe's, else label).")
     rank.add_argument("--folds", type=int, default=5, help="Cross-validation folds of the linear probe (default 5).")
+    rank.add_argument(
+        "--layers",
+        choices=["auto", "last", "mean"],
+        default="auto",
+        help="Features: the last layer's pooled states, or their mean over all layers (text only). "
+        "Default auto: mean for text, last for images.",
+    )
     _add_data_options(rank, max_rows=2000)
     rank.set_defaults(handler=_rank)
 

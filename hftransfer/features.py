@@ -3,8 +3,11 @@
 Rows are read by the training pipeline's own loaders (a recipe's split, one labelled file, an image folder),
 so columns, labels and TSV quirks behave as in `hftransfer train`; a `.txt` file (one text per line) is
 accepted too, for unlabelled text. Text features are the attention-masked mean of the last hidden states
-(a checkpoint's BERT pooler may be untrained, see `pooling.py`); image features are exactly what the
-checkpoint's classification head reads (the pooled output of ResNet/ConvNeXt, the [CLS] state of ViT).
+(a checkpoint's BERT pooler may be untrained, see `pooling.py`), or with `layers="mean"` the average of that
+mean over every hidden state (embedding output and each block): fine-tuning trains every block, and a
+checkpoint whose last block was specialised for its pretraining task can hold better features below it
+(README, "Choose before you train"). Image features are exactly what the checkpoint's classification head
+reads (the pooled output of ResNet/ConvNeXt, the [CLS] state of ViT).
 Forward passes run batched, in eval mode, without gradients.
 """
 
@@ -33,6 +36,8 @@ if TYPE_CHECKING:
     from transformers import PretrainedConfig
 
 RECIPE_SUFFIXES = (".yaml", ".yml")
+LAYER_CHOICES = ("last", "mean")
+"""Which hidden states text features pool: the last block's, or the mean over all of them."""
 
 
 @dataclass(frozen=True)
@@ -171,15 +176,31 @@ def label_rows(rows: Dataset, data: DataConfig, spec: DataSpec) -> tuple[Dataset
     return labels.encode(rows, data.label_column, spec.location), labels
 
 
-def load_feature_model(name: str, task: str) -> tuple[nn.Module, Callable]:
+def check_layers_choice(layers: str, task: str) -> None:
+    if layers not in LAYER_CHOICES:
+        raise UserError(f"Unknown feature layers '{layers}'; choose one of {', '.join(LAYER_CHOICES)}.")
+    if layers == "mean" and task != TEXT:
+        raise UserError(
+            "Layer-mean features average hidden states of one width, which text encoders have; an image model's "
+            "stages differ in width. Use the last layer's features (--layers last) for image checkpoints."
+        )
+
+
+def load_feature_model(name: str, task: str, layers: str = "last") -> tuple[nn.Module, Callable]:
     """The checkpoint and a `read(output, inputs) -> [batch, dims]` that pulls the features out of a forward pass."""
     from transformers import AutoModel, AutoModelForImageClassification
 
     from hftransfer.pooling import masked_mean
 
+    check_layers_choice(layers, task)
     location = resolve_location(name)
     if task == TEXT:
         model = AutoModel.from_pretrained(location, use_safetensors=True)
+        if layers == "mean":
+            model.config.output_hidden_states = True
+            return model, lambda output, inputs: torch.stack(
+                [masked_mean(states, inputs.get("attention_mask")) for states in output.hidden_states]
+            ).mean(dim=0)
         return model, lambda output, inputs: masked_mean(output.last_hidden_state, inputs.get("attention_mask"))
     model = AutoModelForImageClassification.from_pretrained(location, use_safetensors=True)
     head = getattr(model, "classifier", None)
@@ -191,9 +212,15 @@ def load_feature_model(name: str, task: str) -> tuple[nn.Module, Callable]:
 
 
 def extract_features(
-    name: str, rows: Dataset, data: DataConfig, task: str, batch_size: int = 64, device: str | None = None
+    name: str,
+    rows: Dataset,
+    data: DataConfig,
+    task: str,
+    batch_size: int = 64,
+    device: str | None = None,
+    layers: str = "last",
 ) -> np.ndarray:
-    """[rows, dims] float32 features of checkpoint `name`, in row order."""
+    """[rows, dims] float32 features of checkpoint `name`, in row order; `layers` as in LAYER_CHOICES."""
     from hftransfer.inference import dataset_outputs
 
     pipeline = get_task(task)
@@ -206,7 +233,7 @@ def extract_features(
         from hftransfer.data.images import IMAGE_COLUMN
 
         encoded = rows.select_columns([c for c in (IMAGE_COLUMN, "labels") if c in rows.column_names])
-    model, read = load_feature_model(name, task)
+    model, read = load_feature_model(name, task, layers)
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
     model.to(device)
     collator = pipeline.make_collator(processor, data)

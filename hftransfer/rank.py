@@ -3,9 +3,11 @@
 LogME orders the table (it needs no hyperparameters and was the best-validated estimator in its paper);
 H-score and a cross-validated linear probe are printed beside it as second opinions. None of them
 fine-tunes: each candidate costs one forward pass over the rows. That is also their blind spot: they score the
-features as they stand, not what a deeper or wider model gains from training (on SST-2 they rated truncated
-MiniLMs at or above the full one, which fine-tunes best; README, "Choose before you train"), so the report
-warns when the candidates differ in depth or width.
+features as they stand, not what training makes of them. Text candidates are therefore scored on the mean of
+every layer's pooled states by default, not the last layer alone: fine-tuning trains every block, and on SST-2
+last-layer scores rated truncated or lightly corrupted MiniLMs above the intact one, which fine-tunes best,
+while layer-mean scores ranked it first (README, "Choose before you train"). The report still warns when the
+candidates differ in depth or width.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ import numpy as np
 from hftransfer.errors import UserError
 from hftransfer.features import (
     DataSpec,
+    check_layers_choice,
     checkpoint_config,
     common_task,
     data_config,
@@ -25,6 +28,7 @@ from hftransfer.features import (
     label_rows,
     read_rows,
 )
+from hftransfer.tasks import TEXT
 from hftransfer.transferability import h_score, linear_probe, logme
 
 SIZE_CAVEAT = (
@@ -54,7 +58,17 @@ def size_caveat(candidates: Sequence[dict]) -> str | None:
     return SIZE_CAVEAT.format(sizes=", ".join(f"{layers}x{width}" for layers, width in sorted(sizes)))
 
 
-def rank_models(spec: DataSpec, models: Sequence[str], *, folds: int = 5, batch_size: int = 64) -> dict:
+def feature_layers(layers: str, task: str) -> str:
+    """`auto`: the layer mean for text (validated against fine-tuning on SST-2), the last layer for images."""
+    if layers == "auto":
+        layers = "mean" if task == TEXT else "last"
+    check_layers_choice(layers, task)
+    return layers
+
+
+def rank_models(
+    spec: DataSpec, models: Sequence[str], *, folds: int = 5, batch_size: int = 64, layers: str = "auto"
+) -> dict:
     """A JSON-ready report: the data, and per candidate its scores, sorted by LogME (highest first)."""
     repeated = sorted({m for m in models if list(models).count(m) > 1})
     if repeated:
@@ -63,19 +77,20 @@ def rank_models(spec: DataSpec, models: Sequence[str], *, folds: int = 5, batch_
         raise UserError(f"--folds must be at least 2, got {folds}.")
     data, declared = data_config(spec)
     task = common_task(models, declared)
+    chosen_layers = feature_layers(layers, task)
     rows, labels = label_rows(read_rows(spec, data, task), data, spec)
     y = np.asarray(rows["labels"])
     candidates = []
     for name in models:
         started = time.perf_counter()
-        features = extract_features(name, rows, data, task, batch_size=batch_size)
+        features = extract_features(name, rows, data, task, batch_size=batch_size, layers=chosen_layers)
         extracted = time.perf_counter() - started
         probe = linear_probe(features, y, folds=folds)
-        layers, width = depth_and_width(name)
+        blocks, width = depth_and_width(name)
         candidates.append(
             {
                 "model": name,
-                "layers": layers,
+                "layers": blocks,
                 "hidden_size": width,
                 "logme": logme(features, y),
                 "h_score": h_score(features, y),
@@ -95,6 +110,7 @@ def rank_models(spec: DataSpec, models: Sequence[str], *, folds: int = 5, batch_
         "rows": len(y),
         "classes": list(labels.names),
         "majority_accuracy": float(np.bincount(y).max() / len(y)),
+        "feature_layers": chosen_layers,
         "probe_folds": folds,
         "candidates": candidates,
         "caveat": size_caveat(candidates),
@@ -103,9 +119,11 @@ def rank_models(spec: DataSpec, models: Sequence[str], *, folds: int = 5, batch_
 
 def format_ranking(report: dict) -> str:
     """The report as a Markdown table, best candidate first."""
+    features = {"mean": "mean over all layers", "last": "last layer"}[report["feature_layers"]]
     lines = [
         f"Ranked {len(report['candidates'])} checkpoints on {report['rows']} rows of {report['data']} "
-        f"({len(report['classes'])} classes; majority class = {report['majority_accuracy']:.3f} accuracy).",
+        f"({len(report['classes'])} classes; majority class = {report['majority_accuracy']:.3f} accuracy; "
+        f"features: {features}).",
         "",
         f"| rank | model | LogME | H-score | linear probe acc ({report['probe_folds']}-fold) | dims | features s |",
         "|---:|---|---:|---:|---:|---:|---:|",

@@ -144,6 +144,25 @@ def test_text_features_are_masked_means_independent_of_batching(tiny_bert_dir, t
     np.testing.assert_allclose(alone[0], states[0].mean(dim=0).numpy(), atol=1e-5)
 
 
+def test_layer_mean_features_average_every_hidden_state_independent_of_batching(tiny_bert_dir, toy_text_files):
+    spec = DataSpec(str(toy_text_files[0]), max_rows=12)
+    rows = read_rows(spec, DataConfig(), "text-classification")
+    alone, batched = (
+        extract_features(str(tiny_bert_dir), rows, DataConfig(), "text-classification", batch_size=b, layers="mean")
+        for b in (1, 8)
+    )
+    np.testing.assert_allclose(alone, batched, atol=1e-5)  # padding never leaks into any layer's mean
+    tokenizer = AutoTokenizer.from_pretrained(tiny_bert_dir)
+    model = AutoModel.from_pretrained(tiny_bert_dir).eval()
+    with torch.no_grad():
+        states = model(**tokenizer(rows[3]["sentence"], return_tensors="pt"), output_hidden_states=True).hidden_states
+    assert len(states) == 3  # embedding output + 2 blocks
+    expected = torch.stack([layer[0].mean(dim=0) for layer in states]).mean(dim=0)
+    np.testing.assert_allclose(alone[3], expected.numpy(), atol=1e-5)
+    last = extract_features(str(tiny_bert_dir), rows, DataConfig(), "text-classification")
+    assert not np.allclose(alone, last, atol=1e-3)  # the choice changes what is scored
+
+
 @pytest.fixture(scope="module")
 def image_setup(tmp_path_factory) -> tuple[Path, Path]:
     root = tmp_path_factory.mktemp("rank-images")
@@ -159,6 +178,8 @@ def test_image_features_are_what_the_head_reads(image_setup, tmp_path):
     assert report["classes"] == ["blue", "green", "red"]
     assert report["candidates"][0]["dims"] == 16  # the last stage's width, pooled
     assert (report["candidates"][0]["layers"], report["candidates"][0]["hidden_size"]) == (2, 16)  # 1 + 1 blocks
+    assert report["feature_layers"] == "last"  # auto: image stages differ in width, so no layer mean
+    assert main(["rank", "--data", str(folder), "--models", str(model_dir), "--layers", "mean"]) == 2
 
     rows = read_rows(DataSpec(str(folder), max_rows=3), DataConfig(), "image-classification")
     features = extract_features(str(model_dir), rows, DataConfig(), "image-classification")
@@ -209,13 +230,23 @@ def test_rank_cli_orders_by_logme_and_reports_every_score(tiny_bert_dir, second_
         assert f"| {c['rank']} | {c['model']} | {c['logme']:.4f} |" in printed
     # Candidates of different depth: the report and the printed table warn that frozen scores ignore it.
     assert "(blocks x width: 1x16, 2x32)" in report["caveat"] and report["caveat"] in printed
-    # The table's LogME is LogME of the model's frozen features on these rows.
+    # The table's LogME is LogME of the model's frozen features on these rows: for text, by default, the mean
+    # over all layers; --layers last scores the last layer alone.
+    assert report["feature_layers"] == "mean" and "features: mean over all layers" in printed
     top = report["candidates"][0]["model"]
     spec = DataSpec(str(toy_text_files[0]))
     rows = read_rows(spec, DataConfig(), "text-classification")
-    assert report["candidates"][0]["logme"] == pytest.approx(
-        logme(extract_features(top, rows, DataConfig(), "text-classification"), np.asarray(rows["label"])), rel=1e-6
-    )
+    for layers in ("mean", "last"):
+        features = extract_features(top, rows, DataConfig(), "text-classification", layers=layers)
+        expected = logme(features, np.asarray(rows["label"]))
+        if layers == "last":
+            assert (
+                main(["rank", "--data", str(toy_text_files[0]), "--models", top, "--layers", "last", "--out", str(out)])
+                == 0
+            )
+            report = json.loads(out.read_text())
+            assert report["feature_layers"] == "last"
+        assert next(c for c in report["candidates"] if c["model"] == top)["logme"] == pytest.approx(expected, rel=1e-6)
 
 
 def test_rank_has_no_size_caveat_for_candidates_of_one_architecture(tiny_bert_dir, twin_bert, toy_text_files, capsys):
