@@ -21,7 +21,13 @@ from hftransfer.data.text import tokenize_split
 from hftransfer.saved import load_run
 from hftransfer.schema import ConfigError
 from hftransfer.strategies import build_strategy
-from hftransfer.strategies.distill import DistillConfig, DistillStrategy, distillation_loss, hidden_state_loss
+from hftransfer.strategies.distill import (
+    DistillConfig,
+    DistillStrategy,
+    default_layer_map,
+    distillation_loss,
+    hidden_state_loss,
+)
 from hftransfer.students import StudentError, keep_layers
 from hftransfer.tasks import resolve_task
 from hftransfer.teacher_cache import TEACHER_LOGITS, cache_teacher_logits
@@ -140,6 +146,22 @@ def test_loss_matches_a_hand_computation_including_t_squared():
     same, kd_same, _ = distillation_loss(torch.tensor(s), torch.tensor(s), torch.tensor(y), 3.0, 0.3)
     assert kd_same.item() == pytest.approx(0.0, abs=1e-7)
     assert same.item() == pytest.approx(0.7 * ce, rel=1e-6)
+
+
+@pytest.mark.parametrize(
+    ("kept", "student_depth", "teacher_depth", "expected"),
+    [
+        ([0, 2, 4], 3, 6, [[1, 2], [2, 4], [3, 6]]),  # each student block ends where the teacher's next kept one starts
+        ([0, 1, 2], 3, 6, [[1, 1], [2, 2], [3, 6]]),  # the last student block stands for all the dropped top blocks
+        ([3, 4, 5], 3, 6, [[1, 4], [2, 5], [3, 6]]),
+        (None, 3, 6, [[1, 2], [2, 4], [3, 6]]),  # a given student: spread evenly
+        (None, 4, 6, [[1, 2], [2, 3], [3, 4], [4, 6]]),
+    ],
+)
+def test_default_layer_map_matches_last_to_last(kept, student_depth, teacher_depth, expected):
+    pairs = default_layer_map(kept, student_depth, teacher_depth)
+    assert pairs == expected
+    assert pairs[-1] == [student_depth, teacher_depth]  # the states both classification heads read
 
 
 def test_hidden_state_loss_ignores_padding():
