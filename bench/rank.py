@@ -17,12 +17,15 @@ Candidates (all built here, offline, from the packaged all-MiniLM-L6-v2):
 - tiny-random: a randomly initialised 2-block, 128-wide BERT with MiniLM's tokenizer.
 
 Each candidate is scored by `rank_models` (LogME, H-score, 5-fold linear probe) on `--rows` rows of the packaged
-SST-2 train sample, then fully fine-tuned on the same rows with one recipe (mean pooling, AdamW 1e-4, batch 32,
-`--epochs` epochs) once per seed in `--seeds`, and scored on the SST-2 dev set (872 rows) after the last epoch.
-The ground truth is the mean dev accuracy over seeds. Prints the scores beside mean ± sd, and per estimator the
-Spearman and Kendall rank correlations with it and whether its top pick is the best fine-tuned candidate, on
-all candidates and on those of MiniLM's depth and width. Fine-tuned results are kept in `<work>/finetuned.json`,
-so an interrupted run resumes where it stopped.
+SST-2 train sample, once per feature choice in `--layers` (the last layer's pooled states, and their mean over
+all layers, `hftransfer rank`'s default for text), then fully fine-tuned on the same rows with one recipe (mean
+pooling, AdamW 1e-4, batch 32, `--epochs` epochs) once per seed in `--seeds`, and scored on the SST-2 dev set
+(872 rows) after the last epoch. The ground truth is the mean dev accuracy over seeds. Prints the scores beside
+mean ± sd, and per estimator the Spearman and Kendall rank correlations with it and whether its top pick is the
+best fine-tuned candidate, on all candidates and on those of MiniLM's depth and width. `--score-samples K` also
+scores the candidates on K - 1 further disjoint samples of the packaged rows (the ground truth stays: it is
+about the models), so a score that agrees by the luck of one sample shows it. Fine-tuned results are kept in
+`<work>/finetuned.json`, so an interrupted run resumes where it stopped.
 """
 
 from __future__ import annotations
@@ -47,7 +50,7 @@ from transformers import AutoConfig, AutoModel, AutoTokenizer, BertConfig, BertM
 from hftransfer.config import DEMO_MODEL, load_config
 from hftransfer.features import DataSpec
 from hftransfer.paths import resolve_location
-from hftransfer.rank import format_ranking, rank_models
+from hftransfer.rank import rank_models
 from hftransfer.students import keep_layers
 from hftransfer.training import train
 
@@ -186,6 +189,35 @@ def correlations(candidates: list[dict], accuracy: dict[str, float]) -> dict:
     return found
 
 
+def score_samples(
+    candidates: dict[str, str], samples: list[Path], layers: str, accuracy: dict[str, float]
+) -> tuple[dict, list[dict]]:
+    """The first sample's ranking report (candidates renamed) and, per sample, the correlations on all candidates."""
+    names = {path: name for name, path in candidates.items()}
+    first, found = None, []
+    for data in samples:
+        report = rank_models(DataSpec(str(data), max_rows=None), list(candidates.values()), layers=layers)
+        for candidate in report["candidates"]:
+            candidate["model"] = names[candidate["model"]]
+        first = first or report
+        found.append(correlations(report["candidates"], accuracy))
+    return first, found
+
+
+def print_stability(per_layers: dict[str, list[dict]]) -> None:
+    print("\nEvery sample (all candidates): Spearman per sample, and how often the top pick is the best fine-tuned")
+    print("\n| features | estimator | Spearman per sample | mean | top pick right |")
+    print("|---|---|---|---:|---:|")
+    for layers, found in per_layers.items():
+        for estimator in ESTIMATORS:
+            rhos = [sample[estimator]["spearman"] for sample in found]
+            right = sum(sample[estimator]["picks_best"] for sample in found)
+            print(
+                f"| {layers} | {estimator} | {' / '.join(f'{r:.2f}' for r in rhos)} | {np.mean(rhos):.2f} | "
+                f"{right}/{len(found)} |"
+            )
+
+
 def print_correlations(title: str, found: dict) -> None:
     print(f"\n{title}\n\n| estimator | Spearman | Kendall | top pick | best fine-tuned |")
     print("|---|---:|---:|---|---|")
@@ -203,9 +235,12 @@ def main() -> None:
     parser.add_argument("--source-rows", type=int, default=1000, help="Rows of the other source task.")
     parser.add_argument("--epochs", type=float, default=3.0)
     parser.add_argument("--seeds", default="42,43,44", help="Fine-tuning seeds; the ground truth is their mean.")
+    parser.add_argument("--layers", default="last,mean", help="Feature choices to score (hftransfer rank --layers).")
+    parser.add_argument("--score-samples", type=int, default=3, help="Disjoint row samples to score (first: tuned).")
     parser.add_argument("--work", default="outputs/bench-rank")
     args = parser.parse_args()
     seeds = [int(seed) for seed in args.seeds.split(",")]
+    layer_choices = [choice for choice in args.layers.split(",") if choice]
     work = Path(args.work)
     work.mkdir(parents=True, exist_ok=True)
 
@@ -214,18 +249,17 @@ def main() -> None:
     chosen = [rows[i] for i in order[: args.rows]]
     source = [rows[i] for i in order[args.rows : args.rows + args.source_rows]]
     data = write_tsv(work / "sst2-rows.tsv", header, chosen)
+    samples = [data]
+    for k in range(1, args.score_samples):  # further samples: after the fine-tuning and length-task rows
+        start = args.rows + args.source_rows + (k - 1) * args.rows
+        picked = [rows[i] for i in order[start : start + args.rows]]
+        if len(picked) < args.rows:
+            raise SystemExit(f"--score-samples {args.score_samples}: the sample has rows for only {k}.")
+        samples.append(write_tsv(work / f"sst2-rows-{k + 1}.tsv", header, picked))
 
     started = time.perf_counter()
     candidates = build_candidates(work, source, args.epochs)
     build_s = time.perf_counter() - started
-    names = {path: name for name, path in candidates.items()}
-
-    started = time.perf_counter()
-    report = rank_models(DataSpec(str(data), max_rows=None), list(candidates.values()))
-    rank_s = time.perf_counter() - started
-    for candidate in report["candidates"]:
-        candidate["model"] = names[candidate["model"]]
-    print(format_ranking(report), flush=True)
 
     started = time.perf_counter()
     per_seed = finetune_all(candidates, data, work, args.epochs, seeds)
@@ -234,43 +268,51 @@ def main() -> None:
     sd = {
         name: float(np.std(list(runs.values()), ddof=1)) if len(seeds) > 1 else 0.0 for name, runs in per_seed.items()
     }
-
-    reference = next(c for c in report["candidates"] if c["model"] == "minilm")
-    same_size = [
-        c
-        for c in report["candidates"]
-        if (c["layers"], c["hidden_size"]) == (reference["layers"], reference["hidden_size"])
-    ]
-    found = {
-        "all": correlations(report["candidates"], mean),
-        "same_architecture": correlations(same_size, mean),
-    }
-
     print(
         f"\n{args.rows} SST-2 train rows; fine-tuning: full, {args.epochs:g} epochs, mean pooling, AdamW 1e-4, "
         f"batch 32, seeds {args.seeds}; dev accuracy on 872 rows, mean ± sd over seeds"
     )
-    print("\n| candidate | blocks x width | LogME | H-score | linear probe | fine-tuned dev acc | per seed |")
-    print("|---|---|---:|---:|---:|---:|---|")
-    for c in report["candidates"]:
-        runs = ", ".join(f"{a:.3f}" for a in per_seed[c["model"]].values())
-        print(
-            f"| {c['model']} | {c['layers']} x {c['hidden_size']} | {c['logme']:.4f} | {c['h_score']:.4f} | "
-            f"{c['probe_accuracy']:.3f} | {mean[c['model']]:.3f} ± {sd[c['model']]:.3f} | {runs} |"
+
+    started = time.perf_counter()
+    summary_rank, found, stability = {}, {}, {}
+    for layers in layer_choices:
+        report, per_sample = score_samples(candidates, samples, layers, mean)
+        reference = next(c for c in report["candidates"] if c["model"] == "minilm")
+        same_size = [
+            c
+            for c in report["candidates"]
+            if (c["layers"], c["hidden_size"]) == (reference["layers"], reference["hidden_size"])
+        ]
+        found[layers] = {
+            "all": per_sample[0],
+            "same_architecture": correlations(same_size, mean),
+        }
+        summary_rank[layers], stability[layers] = report, per_sample
+        print(f"\n## Features: {layers} (scored on the fine-tuning rows)")
+        print("\n| candidate | blocks x width | LogME | H-score | linear probe | fine-tuned dev acc | per seed |")
+        print("|---|---|---:|---:|---:|---:|---|")
+        for c in report["candidates"]:
+            runs = ", ".join(f"{a:.3f}" for a in per_seed[c["model"]].values())
+            print(
+                f"| {c['model']} | {c['layers']} x {c['hidden_size']} | {c['logme']:.4f} | {c['h_score']:.4f} | "
+                f"{c['probe_accuracy']:.3f} | {mean[c['model']]:.3f} ± {sd[c['model']]:.3f} | {runs} |"
+            )
+        print_correlations(f"All {len(report['candidates'])} candidates ({layers})", found[layers]["all"])
+        print_correlations(
+            f"Same architecture as MiniLM ({reference['layers']} blocks x {reference['hidden_size']}; "
+            f"{len(same_size)} candidates; {layers})",
+            found[layers]["same_architecture"],
         )
-    print_correlations(f"All {len(report['candidates'])} candidates", found["all"])
-    print_correlations(
-        f"Same architecture as MiniLM ({reference['layers']} blocks x {reference['hidden_size']}; "
-        f"{len(same_size)} candidates)",
-        found["same_architecture"],
-    )
+    rank_s = time.perf_counter() - started
+    print_stability(stability)
     timings = {"build_candidates_s": build_s, "rank_s": rank_s, "finetune_s": finetune_s}
     print(f"\nwall time: candidates {build_s:.0f}s, rank {rank_s:.0f}s, fine-tuning {finetune_s:.0f}s")
     summary = {
-        "settings": {"rows": args.rows, "epochs": args.epochs, "seeds": seeds},
-        "rank": report,
+        "settings": {"rows": args.rows, "epochs": args.epochs, "seeds": seeds, "score_samples": len(samples)},
+        "rank": summary_rank,
         "finetuned": {name: {"per_seed": per_seed[name], "mean": mean[name], "sd": sd[name]} for name in candidates},
         "correlations": found,
+        "correlations_per_sample": stability,
         "timings": timings,
     }
     (work / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
