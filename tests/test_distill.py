@@ -151,17 +151,14 @@ def test_loss_matches_a_hand_computation_including_t_squared():
 @pytest.mark.parametrize(
     ("kept", "student_depth", "teacher_depth", "expected"),
     [
-        ([0, 2, 4], 3, 6, [[1, 2], [2, 4], [3, 6]]),  # each student block ends where the teacher's next kept one starts
-        ([0, 1, 2], 3, 6, [[1, 1], [2, 2], [3, 6]]),  # the last student block stands for all the dropped top blocks
+        ([0, 2, 4], 3, 6, [[1, 1], [2, 3], [3, 5]]),  # each kept block to the teacher block it was cut from
         ([3, 4, 5], 3, 6, [[1, 4], [2, 5], [3, 6]]),
-        (None, 3, 6, [[1, 2], [2, 4], [3, 6]]),  # a given student: spread evenly
+        (None, 3, 6, [[1, 2], [2, 4], [3, 6]]),  # a given student: spread evenly, last to last
         (None, 4, 6, [[1, 2], [2, 3], [3, 4], [4, 6]]),
     ],
 )
-def test_default_layer_map_matches_last_to_last(kept, student_depth, teacher_depth, expected):
-    pairs = default_layer_map(kept, student_depth, teacher_depth)
-    assert pairs == expected
-    assert pairs[-1] == [student_depth, teacher_depth]  # the states both classification heads read
+def test_default_layer_map(kept, student_depth, teacher_depth, expected):
+    assert default_layer_map(kept, student_depth, teacher_depth) == expected
 
 
 def test_hidden_state_loss_ignores_padding():

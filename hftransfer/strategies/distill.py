@@ -59,8 +59,8 @@ class DistillConfig:
     hidden_weight: float = 1.0
     hidden_layers: list[list[int]] | None = None
     """[[student, teacher], ...] hidden-state indices (0 = embeddings, i = output of block i). Default: each
-    student block's output to the teacher's state after the blocks it replaced, last to last (for
-    student_layers [0, 2, 4] of 6: [[1, 2], [2, 4], [3, 6]]), else spread evenly, last to last."""
+    student block to the teacher block it was cut from (student_layers [0, 2, 4]: [[1, 1], [2, 3], [3, 5]]), else
+    spread evenly, last to last."""
     mask_augment: float = 0.0
     """Share of each training row's real tokens replaced by the mask token, drawn anew every step; teacher and
     student read the same corrupted row (the teacher runs live), so the student learns the teacher's outputs on
@@ -125,16 +125,16 @@ def hidden_state_loss(
 
 
 def default_layer_map(student_layers: list[int] | None, student_depth: int, teacher_depth: int) -> list[list[int]]:
-    """[student, teacher] hidden-state pairs in which every student block stands for the teacher blocks it replaced.
+    """[student, teacher] hidden-state pairs: a cut student's block j to the teacher block it was cut from.
 
-    A student cut from blocks b_0 < b_1 < ... of the teacher runs its block j where the teacher runs blocks
-    b_j .. b_{j+1} - 1, so its output is matched to the teacher's state entering block b_{j+1}, and its last
-    block's to the teacher's last state, the one both classification heads read (for [0, 2, 4] of 6 blocks:
-    [[1, 2], [2, 4], [3, 6]]). Other students are spread evenly, last to last (TinyBERT's uniform map).
+    Each kept block then keeps doing its own job (for [0, 2, 4] of 6 blocks: [[1, 1], [2, 3], [3, 5]]). Measured
+    against matching each student block to the teacher's state after the blocks it replaced, last to last
+    ([[1, 2], [2, 4], [3, 6]]), on SST-2 over 3 seeds: the same for a student cut from the teacher, 1.2-1.7
+    points better for one cut from the pretrained checkpoint (README, Distillation). Other students are spread
+    evenly, last to last (TinyBERT's uniform map).
     """
     if student_layers:
-        ends = [*sorted(student_layers)[1:], teacher_depth]
-        return [[j + 1, end] for j, end in enumerate(ends)]
+        return [[j + 1, block + 1] for j, block in enumerate(student_layers)]
     return [[j, round(j * teacher_depth / student_depth)] for j in range(1, student_depth + 1)]
 
 
