@@ -58,6 +58,41 @@ TRAIN = "pkg:hftransfer/demo_data/sst2/train.tsv"
 DEV = "pkg:hftransfer/demo_data/sst2/dev.tsv"
 ESTIMATORS = ("logme", "h_score", "probe_accuracy")
 MIX_SHARES = (0.25, 0.5, 0.75)
+PYDOC_TOPICS = ("specialnames", "compound", "types", "debugger", "string-methods", "formatstrings")
+
+
+def pydoc_topic_task(folder: Path) -> tuple[Path, Path]:
+    """A held-out second task, offline: which of six Python reference topics (`pydoc_data.topics`) a sentence is from.
+
+    Sentences split after . ! ?, whitespace collapsed, under 5 words and any text under two topics dropped;
+    stratified 60% train (883 rows) / 40% test (589), seed 0. Labels are topic ids in PYDOC_TOPICS order.
+    """
+    import re
+    from collections import Counter
+    from pydoc_data.topics import topics
+
+    per_topic = {}
+    for topic in PYDOC_TOPICS:
+        sentences = [re.sub(r"\s+", " ", text).strip() for text in re.split(r"(?<=[.!?])\s+", topics[topic])]
+        per_topic[topic] = list(dict.fromkeys(text for text in sentences if len(text.split()) >= 5))
+    count = Counter(text for texts in per_topic.values() for text in texts)
+    per_topic = {topic: [text for text in texts if count[text] == 1] for topic, texts in per_topic.items()}
+    share = min(0.6, 1000 / sum(len(texts) for texts in per_topic.values()))
+    rng = np.random.default_rng(0)
+    train_rows, test_rows = [], []
+    for label, topic in enumerate(PYDOC_TOPICS):
+        texts = [per_topic[topic][i] for i in rng.permutation(len(per_topic[topic]))]
+        cut = round(share * len(texts))
+        train_rows += [[text, label] for text in texts[:cut]]
+        test_rows += [[text, label] for text in texts[cut:]]
+    folder.mkdir(parents=True, exist_ok=True)
+    files = []
+    for name, found in (("train", train_rows), ("test", test_rows)):
+        found = [found[i] for i in rng.permutation(len(found))]
+        path = folder / f"{name}.tsv"  # no tabs or newlines survive the whitespace collapse: plain TSV lines
+        path.write_text("sentence\tlabel\n" + "".join(f"{text}\t{label}\n" for text, label in found))
+        files.append(path)
+    return files[0], files[1]
 
 
 def read_tsv(path: str) -> list[list[str]]:
@@ -152,16 +187,25 @@ def finetune_config(
     return load_config(None, overrides)
 
 
-def finetune_all(candidates: dict[str, str], data: Path, work: Path, epochs: float, seeds: list[int]) -> dict:
+def finetune_all(
+    candidates: dict[str, str],
+    data: Path,
+    work: Path,
+    epochs: float,
+    seeds: list[int],
+    dev: Path | str = DEV,
+    extra: tuple[str, ...] = (),
+    store_name: str = "finetuned.json",
+) -> dict:
     """Name -> {seed: dev accuracy}, seeds outermost (an interrupted run still has whole seeds); resumable."""
-    store = work / "finetuned.json"
+    store = work / store_name
     done = json.loads(store.read_text()) if store.is_file() else {}
     for seed in seeds:
         for name, path in candidates.items():
             key = f"{name}|seed={seed}|epochs={epochs:g}"
             if key not in done:
                 out = work / f"ft-{name}"
-                results = train(finetune_config(path, data, DEV, out, epochs, seed, []))
+                results = train(finetune_config(path, data, dev, out, epochs, seed, list(extra)))
                 shutil.rmtree(out)  # only the score is kept
                 done[key] = {"accuracy": results["eval"]["accuracy"], "train_s": results["train_runtime_s"]}
                 store.write_text(json.dumps(done, indent=1) + "\n")
@@ -238,6 +282,13 @@ def main() -> None:
     parser.add_argument("--layers", default="last,mean", help="Feature choices to score (hftransfer rank --layers).")
     parser.add_argument("--score-samples", type=int, default=3, help="Disjoint row samples to score (first: tuned).")
     parser.add_argument("--work", default="outputs/bench-rank")
+    parser.add_argument(
+        "--task",
+        choices=["sst2", "pydoc-topics"],
+        default="sst2",
+        help="sst2: the packaged SST-2 sample; pydoc-topics: a held-out second task (six Python reference topics, "
+        "fine-tuned in fp32, scored on its train split once).",
+    )
     args = parser.parse_args()
     seeds = [int(seed) for seed in args.seeds.split(",")]
     layer_choices = [choice for choice in args.layers.split(",") if choice]
@@ -249,8 +300,14 @@ def main() -> None:
     chosen = [rows[i] for i in order[: args.rows]]
     source = [rows[i] for i in order[args.rows : args.rows + args.source_rows]]
     data = write_tsv(work / "sst2-rows.tsv", header, chosen)
-    samples = [data]
-    for k in range(1, args.score_samples):  # further samples: after the fine-tuning and length-task rows
+    samples, dev, extra, store = [data], DEV, (), "finetuned.json"
+    if args.task == "pydoc-topics":
+        data, dev = pydoc_topic_task(work / "pydoc-topics")
+        samples, store = [data], "finetuned-pydoc-topics.json"
+        extra = (f"data.label_names=[{','.join(PYDOC_TOPICS)}]", "train.precision=fp32")
+    for k in range(
+        1, args.score_samples if args.task == "sst2" else 1
+    ):  # further samples: after the fine-tuning and length-task rows
         start = args.rows + args.source_rows + (k - 1) * args.rows
         picked = [rows[i] for i in order[start : start + args.rows]]
         if len(picked) < args.rows:
@@ -262,15 +319,16 @@ def main() -> None:
     build_s = time.perf_counter() - started
 
     started = time.perf_counter()
-    per_seed = finetune_all(candidates, data, work, args.epochs, seeds)
+    per_seed = finetune_all(candidates, data, work, args.epochs, seeds, dev, extra, store)
     finetune_s = time.perf_counter() - started
     mean = {name: float(np.mean(list(runs.values()))) for name, runs in per_seed.items()}
     sd = {
         name: float(np.std(list(runs.values()), ddof=1)) if len(seeds) > 1 else 0.0 for name, runs in per_seed.items()
     }
     print(
-        f"\n{args.rows} SST-2 train rows; fine-tuning: full, {args.epochs:g} epochs, mean pooling, AdamW 1e-4, "
-        f"batch 32, seeds {args.seeds}; dev accuracy on 872 rows, mean ± sd over seeds"
+        f"\n{args.task}: {len(read_tsv(str(data))) - 1} train rows; fine-tuning: full, {args.epochs:g} epochs, mean "
+        f"pooling, AdamW 1e-4, batch 32, seeds {args.seeds}; accuracy on {len(read_tsv(str(dev))) - 1} held-out rows, "
+        "mean ± sd over seeds"
     )
 
     started = time.perf_counter()
@@ -315,8 +373,9 @@ def main() -> None:
         "correlations_per_sample": stability,
         "timings": timings,
     }
-    (work / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
-    print(f"Wrote {work / 'summary.json'}")
+    out = work / ("summary.json" if args.task == "sst2" else f"summary-{args.task}.json")
+    out.write_text(json.dumps(summary, indent=2) + "\n")
+    print(f"Wrote {out}")
 
 
 if __name__ == "__main__":
