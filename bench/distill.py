@@ -1,10 +1,14 @@
 """Distillation bench (offline): MiniLM-L6 teacher on SST-2 -> 3-block student, all in one run.
 
-Prints the teacher vs distilled-student table (accuracy, retention, latency speedup), the same 3-block
-student fine-tuned without a teacher on the same data and steps, and the cost of a cached-logit
-distillation epoch relative to that plain fine-tuning epoch. Both students train on the packaged
-4,096-row sample, once per seed (`--seeds`): one run on 872 dev rows has a standard error of about
+Prints the teacher vs distilled-student table (accuracy, retention, latency speedup) beside two students
+trained on labels only, with the same data, seeds and steps: the student without any teacher (blocks 0, 2, 4
+of the pretrained MiniLM the teacher started from, with a new head: what a user gets by fine-tuning a small
+model directly) and the teacher's own cut (the distilled student's starting point: it separates what the
+distillation loss adds from what the teacher-made start carries); then the cost of a cached-logit
+distillation epoch relative to a plain fine-tuning epoch of the same student. All students train on the
+packaged 4,096-row sample, once per seed (`--seeds`): one run on 872 dev rows has a standard error of about
 1.3 points, so only the mean over seeds, and the per-seed paired gap, say which student is better.
+`--ablations` also distils into the pretrained blocks (the distillation loss without the teacher-made start).
 
 `--teacher-rows N` trains the teacher on N rows of the full SST-2 train set that are not in the
 packaged sample (by sentence text): its logits on the students' rows are then real soft labels, not
@@ -12,11 +16,11 @@ the near one-hot outputs of a teacher that memorised those rows. `--teacher-rows
 the sample itself.
 
 Defaults are the configuration chosen over 3 seeds (README, Distillation): teacher on 16,000 unseen rows for
-2 epochs; students T=2, alpha=0.5 with an MSE loss between each student block and the teacher block it was
-cut from (the teacher then runs live), plus one cached-logit run (seed 42) for the cached epoch cost.
+2 epochs; students T=2, alpha=0.5 with an MSE loss between hidden states (the library's default layer map; the
+teacher then runs live), plus one cached-logit run (seed 42) for the cached epoch cost.
 
     python bench/distill.py [--seeds 42,43,44] [--teacher-rows N] [--teacher DIR] [--temperature T] [--alpha A]
-                            [--hidden-loss none|mse|cosine] [--hidden-weight W] [--reuse] [--out DIR]
+                            [--hidden-loss none|mse|cosine] [--hidden-weight W] [--ablations] [--reuse] [--out DIR]
 """
 
 from __future__ import annotations
@@ -31,11 +35,12 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
 
-from transformers import AutoModelForSequenceClassification, AutoTokenizer
+from transformers import AutoModel, AutoModelForSequenceClassification, AutoTokenizer
 
-from hftransfer.config import DataConfig, load_config
+from hftransfer.config import DEMO_MODEL, DataConfig, load_config
 from hftransfer.data.sources import load_splits
 from hftransfer.errors import UserError
+from hftransfer.paths import resolve_location
 from hftransfer.saved import RESULTS_FILE
 from hftransfer.students import keep_layers
 from hftransfer.training import format_report, train
@@ -111,11 +116,20 @@ def main() -> None:
     parser.add_argument("--hidden-weight", type=float, default=1.0)
     parser.add_argument("--train-samples", type=int, help="Students use only this many sample rows (quick runs).")
     parser.add_argument("--reuse", action="store_true", help="Read back runs already finished under --out.")
+    parser.add_argument("--precision", help="train.precision for every run (default: the recipes', auto).")
+    parser.add_argument(
+        "--student-base", default=DEMO_MODEL, help="The pretrained checkpoint the teacher was fine-tuned from."
+    )
+    parser.add_argument(
+        "--ablations", action="store_true", help="Also distil into the pretrained blocks (no teacher-made start)."
+    )
     args = parser.parse_args()
     seeds = _seeds(args.seeds)
     if args.teacher_rows < 0:
         raise UserError(f"--teacher-rows must be >= 0, got {args.teacher_rows}.")
     shared = [f"data.max_train_samples={args.train_samples}"] if args.train_samples else []
+    if args.precision:
+        shared.append(f"train.precision={args.precision}")
 
     teacher = args.teacher or args.out / f"teacher-rows{args.teacher_rows}-e{args.teacher_epochs:g}"
     if args.teacher is None:
@@ -127,20 +141,21 @@ def main() -> None:
             data = [f"data.train_file={rows}"]
         _train("text-sst2-minilm-full.yaml", teacher, args.reuse, f"train.epochs={args.teacher_epochs}", *data, *shared)
 
-    # The plain student: the same cut (teacher's blocks 0, 2, 4, embeddings and head), trained on labels alone.
+    # The distilled student's start: the teacher's blocks 0, 2, 4, embeddings and head.
     students = teacher.parent / f"{teacher.name}-students-e{args.epochs:g}" if args.teacher is None else args.out
     cut = students / "student-start"
     model = keep_layers(AutoModelForSequenceClassification.from_pretrained(teacher), LAYERS)
     model.save_pretrained(cut)
     AutoTokenizer.from_pretrained(teacher).save_pretrained(cut)
 
-    def distill(seed: int, hidden: str, latency: bool) -> dict:
+    def distill(seed: int, hidden: str, latency: bool, start: Path | str | None = None) -> dict:
+        """Distil into blocks 0, 2, 4 of `start`: the teacher (default) or the pretrained checkpoint."""
         name = f"distilled-T{args.temperature:g}-a{args.alpha:g}-{hidden}{args.hidden_weight:g}-s{seed}"
         return _train(
             "text-sst2-minilm-distill.yaml",
-            students / name,
+            students / (name if start is None else f"pretrained-{name}"),
             args.reuse,
-            f"model.name_or_path={teacher}",
+            f"model.name_or_path={start or teacher}",
             f"strategy.distill.teacher={teacher}",
             f"strategy.distill.student_layers={LAYERS}",
             f"strategy.distill.temperature={args.temperature}",
@@ -153,46 +168,89 @@ def main() -> None:
             *shared,
         )
 
-    distilled, plain = [], []
-    for i, seed in enumerate(seeds):
-        distilled.append(distill(seed, args.hidden_loss, latency=i == 0))
-        plain.append(
-            _train(
-                "text-sst2-minilm-full.yaml",
-                students / f"plain-s{seed}",
-                args.reuse,
-                f"model.name_or_path={cut}",
-                f"train.epochs={args.epochs}",
-                f"train.seed={seed}",
-                *shared,
-            )
+    # Baselines on the same rows, seeds and steps. Without any teacher: the same blocks of the pretrained checkpoint
+    # the teacher was fine-tuned from, with a new head, on labels only. And the teacher's own cut on labels only,
+    # which separates what the distillation loss adds from what the teacher-made starting point carries.
+    pretrained_cut = students / "pretrained-start"
+    base = resolve_location(args.student_base)
+    keep_layers(AutoModel.from_pretrained(base), LAYERS).save_pretrained(pretrained_cut)
+    AutoTokenizer.from_pretrained(base).save_pretrained(pretrained_cut)
+
+    def labels_only(name: str, start: Path, seed: int) -> dict:
+        return _train(
+            "text-sst2-minilm-full.yaml",
+            students / f"{name}-s{seed}",
+            args.reuse,
+            f"model.name_or_path={start}",
+            f"train.epochs={args.epochs}",
+            f"train.seed={seed}",
+            *shared,
         )
+
+    runs: dict[str, list[dict]] = {"distilled": [], "no_teacher": [], "cut_only": [], "pretrained_distilled": []}
+    for i, seed in enumerate(seeds):
+        runs["distilled"].append(distill(seed, args.hidden_loss, latency=i == 0))
+        runs["no_teacher"].append(labels_only("no-teacher", pretrained_cut, seed))
+        runs["cut_only"].append(labels_only("plain", cut, seed))
+        if args.ablations:  # the distillation loss on the pretrained blocks: no teacher-made start
+            runs["pretrained_distilled"].append(distill(seed, args.hidden_loss, latency=False, start=base))
     # A hidden loss runs the teacher live; the cached-logit epoch cost is then measured on a run without it.
     cached = distill(seeds[0], "none", latency=False) if args.hidden_loss != "none" else None
-    print_table(args, seeds, distilled, plain, cached)
+    print_table(args, seeds, runs, cached)
 
 
-def print_table(args: argparse.Namespace, seeds: list[int], distilled: list, plain: list, cached: dict | None) -> None:
+def _paired(runs: list[dict], baseline: list[dict]) -> tuple[str, str]:
+    gaps = [a["eval"]["accuracy"] - b["eval"]["accuracy"] for a, b in zip(runs, baseline, strict=True)]
+    return _spread(gaps), f"per seed {_listed(gaps, '+')}"
+
+
+def print_table(args: argparse.Namespace, seeds: list[int], runs: dict[str, list[dict]], cached: dict | None) -> None:
+    distilled, cut_only = runs["distilled"], runs["cut_only"]
     d = distilled[0]["distill"]
     teacher_acc = d["teacher"]["accuracy"]
-    dist_acc = [r["eval"]["accuracy"] for r in distilled]
-    plain_acc = [r["eval"]["accuracy"] for r in plain]
-    gaps = [a - b for a, b in zip(dist_acc, plain_acc, strict=True)]
-    ratios = [a["train_runtime_s"] / b["train_runtime_s"] for a, b in zip(distilled, plain, strict=True)]
+    acc = {name: [r["eval"]["accuracy"] for r in found] for name, found in runs.items()}
+    ratios = [a["train_runtime_s"] / b["train_runtime_s"] for a, b in zip(distilled, cut_only, strict=True)]
     source = f"{args.teacher_rows} SST-2 rows outside the sample" if args.teacher_rows else "the 4,096-row sample"
     config = f"T={args.temperature:g}, alpha={args.alpha:g}, hidden loss {args.hidden_loss}"
     if args.hidden_loss != "none":
         config += f" x{args.hidden_weight:g}"
+    blocks = ", ".join(map(str, LAYERS))
     rows = [
         ("teacher dev accuracy (MiniLM-L6)", f"{teacher_acc:.4f}", f"trained on {source}" if not args.teacher else ""),
-        ("distilled 3-block student", _spread(dist_acc), f"seeds {_listed(dist_acc)}; {config}"),
-        ("plain 3-block student (no teacher)", _spread(plain_acc), f"seeds {_listed(plain_acc)}"),
+        (
+            "distilled 3-block student",
+            _spread(acc["distilled"]),
+            f"teacher's blocks {blocks} + head; seeds {_listed(acc['distilled'])}; {config}",
+        ),
+        (
+            "student without a teacher",
+            _spread(acc["no_teacher"]),
+            f"{args.student_base} blocks {blocks} + new head, labels only; seeds {_listed(acc['no_teacher'])}",
+        ),
+        ("distilled - without a teacher, paired", *_paired(distilled, runs["no_teacher"])),
+        (
+            "teacher's cut, labels only",
+            _spread(acc["cut_only"]),
+            f"the distilled student's start, no distillation loss; seeds {_listed(acc['cut_only'])}",
+        ),
+        ("distilled - teacher's cut on labels, paired", *_paired(distilled, cut_only)),
+    ]
+    if runs["pretrained_distilled"]:
+        rows += [
+            (
+                "pretrained blocks, distilled",
+                _spread(acc["pretrained_distilled"]),
+                f"seeds {_listed(acc['pretrained_distilled'])}; {config}",
+            ),
+            ("  minus without a teacher, paired", *_paired(runs["pretrained_distilled"], runs["no_teacher"])),
+        ]
+    rows += [
         (
             "retention of the mean",
-            f"{statistics.mean(dist_acc) / teacher_acc:.3f}",
-            f"target >= 0.97 (plain: {statistics.mean(plain_acc) / teacher_acc:.3f})",
+            f"{statistics.mean(acc['distilled']) / teacher_acc:.3f}",
+            f"target >= 0.97 (without a teacher: {statistics.mean(acc['no_teacher']) / teacher_acc:.3f}, "
+            f"teacher's cut on labels: {statistics.mean(acc['cut_only']) / teacher_acc:.3f})",
         ),
-        ("distilled - plain, paired by seed", _spread(gaps), f"per seed {_listed(gaps, '+')}"),
         (
             "latency batch 1 (teacher / student)",
             f"{d['latency_ms']['teacher']['1']:.1f} / {d['latency_ms']['student']['1']:.1f} ms",
@@ -214,7 +272,7 @@ def print_table(args: argparse.Namespace, seeds: list[int], distilled: list, pla
         rows.append(
             (
                 "train time, cached-logit distilled / plain",
-                f"{cached['train_runtime_s'] / plain[0]['train_runtime_s']:.3f}x",
+                f"{cached['train_runtime_s'] / cut_only[0]['train_runtime_s']:.3f}x",
                 f"seed {seeds[0]}, no hidden loss (target <= 1.15x; + {c['teacher_cache_s']:.1f}s one-off logit "
                 f"cache); its accuracy {cached['eval']['accuracy']:.4f}",
             )

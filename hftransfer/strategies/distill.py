@@ -129,8 +129,8 @@ def default_layer_map(student_layers: list[int] | None, student_depth: int, teac
 
     Each kept block then keeps doing its own job (for [0, 2, 4] of 6 blocks: [[1, 1], [2, 3], [3, 5]]). Measured
     against matching each student block to the teacher's state after the blocks it replaced, last to last
-    ([[1, 2], [2, 4], [3, 6]]), on SST-2 over 3 seeds: the same for a student cut from the teacher, 1.2-1.7
-    points better for one cut from the pretrained checkpoint (README, Distillation). Other students are spread
+    ([[1, 2], [2, 4], [3, 6]]), on SST-2 over 3 seeds: no worse for a student cut from the teacher, about a
+    point better for one cut from the pretrained checkpoint (README, Distillation). Other students are spread
     evenly, last to last (TinyBERT's uniform map).
     """
     if student_layers:
