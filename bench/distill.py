@@ -81,6 +81,13 @@ def teacher_rows_file(pool: Path, rows: int, path: Path) -> Path:
     return path
 
 
+def save_cut(auto_class: type, source: Path | str, folder: Path) -> Path:
+    """Blocks LAYERS of `source` (loaded with `auto_class`: with its head, or a bare backbone) and its tokenizer."""
+    keep_layers(auto_class.from_pretrained(source), LAYERS).save_pretrained(folder)
+    AutoTokenizer.from_pretrained(source).save_pretrained(folder)
+    return folder
+
+
 def _seeds(text: str) -> list[int]:
     try:
         seeds = [int(s) for s in text.split(",") if s.strip()]
@@ -143,10 +150,7 @@ def main() -> None:
 
     # The distilled student's start: the teacher's blocks 0, 2, 4, embeddings and head.
     students = teacher.parent / f"{teacher.name}-students-e{args.epochs:g}" if args.teacher is None else args.out
-    cut = students / "student-start"
-    model = keep_layers(AutoModelForSequenceClassification.from_pretrained(teacher), LAYERS)
-    model.save_pretrained(cut)
-    AutoTokenizer.from_pretrained(teacher).save_pretrained(cut)
+    cut = save_cut(AutoModelForSequenceClassification, teacher, students / "student-start")
 
     def distill(seed: int, hidden: str, latency: bool, start: Path | str | None = None) -> dict:
         """Distil into blocks 0, 2, 4 of `start`: the teacher (default) or the pretrained checkpoint."""
@@ -171,10 +175,8 @@ def main() -> None:
     # Baselines on the same rows, seeds and steps. Without any teacher: the same blocks of the pretrained checkpoint
     # the teacher was fine-tuned from, with a new head, on labels only. And the teacher's own cut on labels only,
     # which separates what the distillation loss adds from what the teacher-made starting point carries.
-    pretrained_cut = students / "pretrained-start"
     base = resolve_location(args.student_base)
-    keep_layers(AutoModel.from_pretrained(base), LAYERS).save_pretrained(pretrained_cut)
-    AutoTokenizer.from_pretrained(base).save_pretrained(pretrained_cut)
+    pretrained_cut = save_cut(AutoModel, base, students / "pretrained-start")
 
     def labels_only(name: str, start: Path, seed: int) -> dict:
         return _train(

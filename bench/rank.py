@@ -301,13 +301,12 @@ def main() -> None:
     source = [rows[i] for i in order[args.rows : args.rows + args.source_rows]]
     data = write_tsv(work / "sst2-rows.tsv", header, chosen)
     samples, dev, extra, store = [data], DEV, (), "finetuned.json"
+    further_samples = args.score_samples - 1  # SST-2 only: slices after the fine-tuning and length-task rows
     if args.task == "pydoc-topics":
         data, dev = pydoc_topic_task(work / "pydoc-topics")
-        samples, store = [data], "finetuned-pydoc-topics.json"
+        samples, store, further_samples = [data], "finetuned-pydoc-topics.json", 0
         extra = (f"data.label_names=[{','.join(PYDOC_TOPICS)}]", "train.precision=fp32")
-    for k in range(
-        1, args.score_samples if args.task == "sst2" else 1
-    ):  # further samples: after the fine-tuning and length-task rows
+    for k in range(1, further_samples + 1):
         start = args.rows + args.source_rows + (k - 1) * args.rows
         picked = [rows[i] for i in order[start : start + args.rows]]
         if len(picked) < args.rows:
