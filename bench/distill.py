@@ -37,13 +37,13 @@ os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
 
 from transformers import AutoModel, AutoModelForSequenceClassification, AutoTokenizer
 
-from hftransfer.config import DEMO_MODEL, DataConfig, load_config
+from hftransfer.artifacts.saved import RESULTS_FILE
+from hftransfer.config.locations import resolve_location
+from hftransfer.config.recipe import DEMO_MODEL, DataConfig, load_config
 from hftransfer.data.sources import load_splits
 from hftransfer.errors import UserError
-from hftransfer.paths import resolve_location
-from hftransfer.saved import RESULTS_FILE
-from hftransfer.students import keep_layers
-from hftransfer.training import format_report, train
+from hftransfer.models.students import keep_layers
+from hftransfer.training.pipeline import format_report, train
 
 RECIPES = Path(__file__).resolve().parent.parent / "recipes"
 SAMPLE = "pkg:hftransfer/demo_data/sst2/train.tsv"

@@ -29,7 +29,7 @@ from torch.utils.data import DataLoader
 from transformers import ResNetConfig, ResNetForImageClassification
 from transformers.models.convnext.image_processing_pil_convnext import ConvNextImageProcessorPil
 
-from hftransfer.config import load_config
+from hftransfer.config.recipe import load_config
 from hftransfer.data.images import ImageCollator, prepare_image_data
 from hftransfer.data.loaders import train_batch_sampler
 from hftransfer.strategies.base import Strategy

@@ -15,8 +15,8 @@ import tempfile
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 
-from hftransfer.config import load_config
-from hftransfer.training import train
+from hftransfer.config.recipe import load_config
+from hftransfer.training.pipeline import train
 
 
 def main() -> None:

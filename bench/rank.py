@@ -47,12 +47,12 @@ import torch
 from scipy.stats import kendalltau, spearmanr
 from transformers import AutoConfig, AutoModel, AutoTokenizer, BertConfig, BertModel
 
-from hftransfer.config import DEMO_MODEL, load_config
-from hftransfer.features import DataSpec
-from hftransfer.paths import resolve_location
-from hftransfer.rank import rank_models
-from hftransfer.students import keep_layers
-from hftransfer.training import train
+from hftransfer.analysis.features import DataSpec
+from hftransfer.analysis.rank import rank_models
+from hftransfer.config.locations import resolve_location
+from hftransfer.config.recipe import DEMO_MODEL, load_config
+from hftransfer.models.students import keep_layers
+from hftransfer.training.pipeline import train
 
 TRAIN = "pkg:hftransfer/demo_data/sst2/train.tsv"
 DEV = "pkg:hftransfer/demo_data/sst2/dev.tsv"

@@ -27,9 +27,9 @@ from pydoc_data.topics import topics
 
 import numpy as np
 
-from hftransfer.config import DEMO_MODEL
-from hftransfer.features import DataSpec
-from hftransfer.shift import format_shift, measure_shift
+from hftransfer.analysis.features import DataSpec
+from hftransfer.analysis.shift import format_shift, measure_shift
+from hftransfer.config.recipe import DEMO_MODEL
 
 TRAIN = "pkg:hftransfer/demo_data/sst2/train.tsv"
 DEV = "pkg:hftransfer/demo_data/sst2/dev.tsv"
@@ -52,7 +52,7 @@ def python_doc_sentences() -> list[str]:
 
 def split_tsv(path: str, first: Path, second: Path, seed: int = 0) -> None:
     """Two disjoint halves of a TSV (header kept on both)."""
-    from hftransfer.paths import resolve_location
+    from hftransfer.config.locations import resolve_location
 
     header, *rows = Path(resolve_location(path)).read_text().splitlines()
     order = np.random.default_rng(seed).permutation(len(rows))

@@ -63,17 +63,17 @@ from transformers import (
     set_seed,
 )
 
-from hftransfer.config import RunConfig, load_config
+from hftransfer.config.locations import resolve_location
+from hftransfer.config.recipe import RunConfig, load_config
 from hftransfer.data import DynamicPaddingCollator, PreparedData, prepare_text_data
 from hftransfer.data.loaders import train_batch_sampler
 from hftransfer.data.sources import load_splits
-from hftransfer.inference import dataset_logits
-from hftransfer.loops.common import autocast_dtype, resolve_precision
-from hftransfer.loops.trainer import run_trainer_loop, training_arguments
-from hftransfer.modeling import load_classifier, load_tokenizer
-from hftransfer.optim import build_optimizer, build_scheduler
-from hftransfer.paths import resolve_location
+from hftransfer.evaluation.inference import dataset_logits
+from hftransfer.models.loading import load_classifier, load_tokenizer
 from hftransfer.strategies import build_strategy
+from hftransfer.training.loops.trainer import run_trainer_loop, training_arguments
+from hftransfer.training.optim import build_optimizer, build_scheduler
+from hftransfer.training.precision import autocast_dtype, resolve_precision
 
 datasets.disable_progress_bars()
 transformers.logging.set_verbosity_error()

@@ -9,13 +9,13 @@ import sys
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
-from hftransfer.config import load_config
+from hftransfer.config.recipe import load_config
 from hftransfer.errors import UserError
 
 
 def _train(args: argparse.Namespace) -> int:
     config = load_config(args.recipe, args.overrides)  # fails on bad keys before anything heavy loads
-    from hftransfer.training import format_report, train
+    from hftransfer.training.pipeline import format_report, train
 
     results = train(config)
     if results:  # empty on the non-main processes of `accelerate launch`
@@ -25,8 +25,8 @@ def _train(args: argparse.Namespace) -> int:
 
 
 def _evaluate(args: argparse.Namespace) -> int:
-    from hftransfer.saved import load_run
-    from hftransfer.scoring import evaluate_run
+    from hftransfer.artifacts.saved import load_run
+    from hftransfer.evaluation.scoring import evaluate_run
 
     metrics = evaluate_run(load_run(args.output_dir), split=args.split, file=args.file, batch_size=args.batch_size)
     text = json.dumps(metrics, indent=2)
@@ -53,8 +53,8 @@ def _read_inputs(args: argparse.Namespace) -> Iterator[str | dict]:
 
 
 def _predict(args: argparse.Namespace) -> int:
-    from hftransfer.saved import load_run
-    from hftransfer.scoring import predict_records
+    from hftransfer.artifacts.saved import load_run
+    from hftransfer.evaluation.scoring import predict_records
 
     run = load_run(args.output_dir)
     out = open(args.output, "w") if args.output else sys.stdout  # noqa: SIM115
@@ -69,7 +69,7 @@ def _predict(args: argparse.Namespace) -> int:
 
 def _export(args: argparse.Namespace) -> int:
     if args.onnx:
-        from hftransfer.export_onnx import export_onnx
+        from hftransfer.artifacts.onnx import export_onnx
 
         done = export_onnx(args.output_dir, args.out, overwrite=args.overwrite, opset=args.opset)
         print(
@@ -77,14 +77,14 @@ def _export(args: argparse.Namespace) -> int:
             f"(max |logit difference| {done.max_abs_diff:.1e})"
         )
         return 0
-    from hftransfer.export import export_run
+    from hftransfer.artifacts.export import export_run
 
     print(f"Wrote {export_run(args.output_dir, args.out, merge=args.merge, overwrite=args.overwrite)}")
     return 0
 
 
 def _push(args: argparse.Namespace) -> int:
-    from hftransfer import hub
+    from hftransfer.artifacts import hub
 
     if args.dry_run is not None:
         default = args.dry_run == ""
@@ -115,8 +115,8 @@ def _write_report(report: dict, path: str | None) -> None:
 
 
 def _rank(args: argparse.Namespace) -> int:
-    from hftransfer.features import DataSpec
-    from hftransfer.rank import format_ranking, rank_models
+    from hftransfer.analysis.features import DataSpec
+    from hftransfer.analysis.rank import format_ranking, rank_models
 
     spec = DataSpec(args.data, args.split, args.text_columns, args.label_column, args.max_rows, args.seed)
     report = rank_models(spec, args.models, folds=args.folds, batch_size=args.batch_size, layers=args.layers)
@@ -126,8 +126,8 @@ def _rank(args: argparse.Namespace) -> int:
 
 
 def _shift(args: argparse.Namespace) -> int:
-    from hftransfer.features import DataSpec
-    from hftransfer.shift import format_shift, measure_shift
+    from hftransfer.analysis.features import DataSpec
+    from hftransfer.analysis.shift import format_shift, measure_shift
 
     source = DataSpec(args.source, args.source_split, args.text_columns, None, args.max_rows, args.seed)
     target_columns = args.target_text_columns or args.text_columns

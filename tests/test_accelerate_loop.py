@@ -16,8 +16,8 @@ from safetensors.torch import load_file
 from transformers import AutoTokenizer, BertConfig, BertForSequenceClassification
 
 from hftransfer.errors import UserError
-from hftransfer.loops.accelerate import LOG_HISTORY_FILE
-from hftransfer.training import train
+from hftransfer.training.loops.accelerate import LOG_HISTORY_FILE
+from hftransfer.training.pipeline import train
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -51,7 +51,7 @@ def _weights(output_dir: str | Path) -> dict[str, torch.Tensor]:
 def test_trainer_and_accelerate_loops_take_the_same_steps(tiny_recipe, tmp_path, monkeypatch, precision):
     """Same batches, groups, schedule, clipping, dropout masks and autocast: step losses and final metrics agree."""
     captured = {}
-    from hftransfer.loops import LOOPS
+    from hftransfer.training.loops import LOOPS
 
     trainer_loop = LOOPS["trainer"]
 

@@ -15,13 +15,13 @@ import yaml
 from conftest import write_tsv
 from huggingface_hub import ModelCard
 
-from hftransfer.card import render_model_card, write_model_card
-from hftransfer.config import load_config
-from hftransfer.inference import dataset_logits
-from hftransfer.saved import load_run
-from hftransfer.scoring import encode_run_split, predict_records
-from hftransfer.tasks import get_task
-from hftransfer.training import train
+from hftransfer.artifacts.card import render_model_card, write_model_card
+from hftransfer.artifacts.saved import load_run
+from hftransfer.config.recipe import load_config
+from hftransfer.evaluation.inference import dataset_logits
+from hftransfer.evaluation.scoring import encode_run_split, predict_records
+from hftransfer.models.tasks import get_task
+from hftransfer.training.pipeline import train
 
 TEXTS = ["the film was great and great", "the film was awful awful", "the film was good"]
 
@@ -183,7 +183,7 @@ def test_distilled_and_image_outputs_render(full_run, tmp_path):
 
 
 def test_card_for_a_folder_without_results_is_a_clear_error(tmp_path):
-    from hftransfer.card import CardError
+    from hftransfer.artifacts.card import CardError
 
     with pytest.raises(CardError, match=r"results\.json"):
         render_model_card(tmp_path)
@@ -195,7 +195,7 @@ def test_predict_round_trip_matches_the_training_run_eval(full_run, toy_files):
     The 2-step tiny model scores every text within ~1e-4 of the others, so ROC-AUC is decided by float noise
     between batchings; the probabilities themselves are compared to the eval path's instead.
     """
-    from hftransfer.metrics import classification_metrics, softmax
+    from hftransfer.evaluation.metrics import classification_metrics, softmax
 
     results = json.loads((full_run / "results.json").read_text())
     _, dev_file = toy_files

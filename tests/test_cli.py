@@ -11,10 +11,10 @@ import numpy as np
 import pytest
 from transformers import ResNetConfig, ResNetForImageClassification
 
+from hftransfer.artifacts.saved import load_run
 from hftransfer.cli import main
-from hftransfer.config import save_config
-from hftransfer.saved import load_run
-from hftransfer.training import train
+from hftransfer.config.recipe import save_config
+from hftransfer.training.pipeline import train
 from tests.conftest import recipe_maker, write_toy_text_files
 
 RESULT_KEYS = {

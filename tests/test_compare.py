@@ -7,12 +7,12 @@ import shutil
 
 import pytest
 
-from hftransfer import training
 from hftransfer.cli import main
 from hftransfer.compare import CompareError, parse_strategies, run_comparison
 from hftransfer.compare.plan import plan_runs
 from hftransfer.compare.plots import ACCURACY_PLOT, CURVES_PLOT, MISSING_NOTE, plots_available
-from hftransfer.config import load_config
+from hftransfer.config.recipe import load_config
+from hftransfer.training import pipeline as training
 from tests.conftest import write_toy_text_files
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"

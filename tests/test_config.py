@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from hftransfer.config import RunConfig, load_config, save_config
-from hftransfer.schema import ConfigError
+from hftransfer.config.recipe import RunConfig, load_config, save_config
+from hftransfer.config.schema import ConfigError
 
 RECIPES = sorted(Path(__file__).resolve().parent.parent.joinpath("recipes").glob("*.yaml"))
 

@@ -7,7 +7,7 @@ import json
 import pytest
 from transformers import AutoTokenizer
 
-from hftransfer.config import DataConfig
+from hftransfer.config.recipe import DataConfig
 from hftransfer.data import DataError, LabelMap, load_splits, prepare_text_data
 from tests.conftest import write_tsv
 

@@ -5,9 +5,17 @@ from __future__ import annotations
 import hashlib
 from pathlib import Path
 
+import importlib.util
+import sys
+
 import pytest
 
-from hftransfer.demo_images import TARGET_DIGITS, summarize, write_split
+_SCRIPT = Path(__file__).resolve().parents[1] / "examples" / "digits_transfer.py"
+_spec = importlib.util.spec_from_file_location("digits_transfer", _SCRIPT)
+digits_transfer = importlib.util.module_from_spec(_spec)
+sys.modules["digits_transfer"] = digits_transfer
+_spec.loader.exec_module(digits_transfer)
+TARGET_DIGITS, summarize, write_split = digits_transfer.TARGET_DIGITS, digits_transfer.summarize, digits_transfer.write_split
 
 
 def _digests(folder: Path) -> set[tuple[str, str]]:

@@ -14,25 +14,30 @@ import torch
 from datasets import Dataset
 from transformers import AutoTokenizer, BertConfig, BertForSequenceClassification, BertModel, BertTokenizer
 
+from hftransfer.artifacts.saved import load_run
 from hftransfer.cli import main
-from hftransfer.config import load_config
+from hftransfer.config.recipe import load_config
+from hftransfer.config.schema import ConfigError
 from hftransfer.data import DynamicPaddingCollator, LabelMap, prepare_text_data
 from hftransfer.data.text import tokenize_split
-from hftransfer.saved import load_run
-from hftransfer.schema import ConfigError
+from hftransfer.models.students import StudentError, keep_layers
+from hftransfer.models.tasks import resolve_task
 from hftransfer.strategies import build_strategy
-from hftransfer.strategies.distill import (
+from hftransfer.strategies.distill.strategy import (
     DistillConfig,
     DistillStrategy,
     default_layer_map,
     distillation_loss,
     hidden_state_loss,
 )
-from hftransfer.students import StudentError, keep_layers
-from hftransfer.tasks import resolve_task
-from hftransfer.teacher_cache import TEACHER_LOGITS, cache_teacher_logits
-from hftransfer.teachers import TeacherError, check_label_mapping, check_teacher_accuracy, tokenizer_difference
-from hftransfer.training import train
+from hftransfer.strategies.distill.teacher_cache import TEACHER_LOGITS, cache_teacher_logits
+from hftransfer.strategies.distill.teachers import (
+    TeacherError,
+    check_label_mapping,
+    check_teacher_accuracy,
+    tokenizer_difference,
+)
+from hftransfer.training.pipeline import train
 
 RECIPE = Path(__file__).parent.parent / "recipes" / "text-sst2-minilm-distill.yaml"
 
@@ -408,7 +413,7 @@ def test_build_strategy_gives_the_distill_strategy():
 
 
 def test_lora_adapter_run_teaches_as_its_merged_model(tiny_bert_dir, toy_files, tmp_path):
-    from hftransfer.teachers import load_teacher
+    from hftransfer.strategies.distill.teachers import load_teacher
 
     out = tmp_path / "lora"
     overrides = ["strategy.name=lora", f"model.name_or_path={tiny_bert_dir}", *_data_overrides(toy_files, out)]

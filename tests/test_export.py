@@ -12,13 +12,13 @@ import numpy as np
 import pytest
 from conftest import write_tsv
 
+from hftransfer.artifacts.onnx import ExportError, export_onnx
+from hftransfer.artifacts.saved import load_run
 from hftransfer.cli import main
-from hftransfer.config import load_config
-from hftransfer.export_onnx import ExportError, export_onnx
-from hftransfer.metrics import classification_metrics, softmax
-from hftransfer.saved import load_run
-from hftransfer.scoring import predict_records
-from hftransfer.training import train
+from hftransfer.config.recipe import load_config
+from hftransfer.evaluation.metrics import classification_metrics, softmax
+from hftransfer.evaluation.scoring import predict_records
+from hftransfer.training.pipeline import train
 
 
 @pytest.fixture(scope="module")

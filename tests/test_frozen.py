@@ -12,14 +12,14 @@ from safetensors.torch import load_file
 from torch import nn
 from transformers import BertConfig, BertForSequenceClassification, GPT2Config, GPT2ForSequenceClassification
 
-from hftransfer.pooling import apply_pooling, masked_mean
-from hftransfer.saved import load_run
-from hftransfer.schema import ConfigError
-from hftransfer.scoring import evaluate_run
-from hftransfer.strategies.feature_cache import FrozenPrefixCache
-from hftransfer.strategies.frozen import FrozenConfig, FrozenFineTuning
-from hftransfer.strategies.layers import LayerGroupError
-from hftransfer.training import train
+from hftransfer.artifacts.saved import load_run
+from hftransfer.config.schema import ConfigError
+from hftransfer.evaluation.scoring import evaluate_run
+from hftransfer.models.layers import LayerGroupError
+from hftransfer.models.pooling import apply_pooling, masked_mean
+from hftransfer.strategies.frozen.feature_cache import FrozenPrefixCache
+from hftransfer.strategies.frozen.strategy import FrozenConfig, FrozenFineTuning
+from hftransfer.training.pipeline import train
 
 
 def tiny_bert(layers: int = 4) -> BertForSequenceClassification:
@@ -184,7 +184,7 @@ def _train_counting_calls(config, watched: Callable[[nn.Module], nn.Module]) -> 
         return model
 
     strategy.prepare = prepare
-    with mock.patch("hftransfer.training.build_strategy", return_value=strategy):
+    with mock.patch("hftransfer.training.pipeline.build_strategy", return_value=strategy):
         results = train(config)
     return results, strategy, calls
 

@@ -14,15 +14,15 @@ from safetensors.torch import load_file
 from transformers import ResNetConfig, ResNetForImageClassification, ResNetModel
 from transformers.models.convnext.image_processing_pil_convnext import ConvNextImageProcessorPil
 
+from hftransfer.artifacts.saved import load_run
 from hftransfer.cli import main
-from hftransfer.config import ImageDataConfig, load_config
+from hftransfer.config.recipe import ImageDataConfig, load_config
 from hftransfer.data.images import ImageCollator, decode, load_image_file, prepare_image_data, to_rgb
 from hftransfer.data.labels import LabelMap
 from hftransfer.data.sources import DataError
-from hftransfer.modeling_images import load_image_classifier, load_image_processor
-from hftransfer.saved import load_run
+from hftransfer.models.images import load_image_classifier, load_image_processor
 from hftransfer.strategies import build_strategy
-from hftransfer.teachers import TeacherError, load_teacher
+from hftransfer.strategies.distill.teachers import TeacherError, load_teacher
 
 CLASSES = ("blue", "green", "red")  # the colour that dominates the image; folder names are sorted on purpose
 CHANNEL = {"red": 0, "green": 1, "blue": 2}
@@ -253,8 +253,8 @@ def test_lora_adapter_trains_only_adapters_and_reloads_identically(tiny_resnet, 
     assert (out / "adapter_config.json").is_file() and not (out / "model.safetensors").exists()
     run = load_run(out)
     results = json.loads((out / "results.json").read_text())
-    from hftransfer.inference import dataset_logits
-    from hftransfer.tasks import get_task
+    from hftransfer.evaluation.inference import dataset_logits
+    from hftransfer.models.tasks import get_task
 
     task = get_task("image-classification")
     raw = task.load_splits(run.config.data)["validation"]
@@ -334,7 +334,7 @@ def test_source_to_target_gets_new_head_and_keeps_backbone(full_run):
 def test_onnx_export_takes_pixel_values_with_a_dynamic_batch_and_matches_torch(full_run, image_dirs, tmp_path, capsys):
     ort = pytest.importorskip("onnxruntime")
     pytest.importorskip("onnx")
-    from hftransfer.export_onnx import export_onnx
+    from hftransfer.artifacts.onnx import export_onnx
 
     onnx_dir = tmp_path / "onnx"
     capsys.readouterr()

@@ -10,14 +10,14 @@ import pytest
 import torch
 from transformers import AutoTokenizer
 
+from hftransfer.artifacts.saved import LABELS_FILE, RECIPE_FILE, load_run
 from hftransfer.cli import main
-from hftransfer.config import save_config
+from hftransfer.config.recipe import save_config
 from hftransfer.data.labels import LabelMap
-from hftransfer.modeling import load_classifier
-from hftransfer.saved import LABELS_FILE, RECIPE_FILE, load_run
+from hftransfer.models.loading import load_classifier
 from hftransfer.strategies import build_strategy
-from hftransfer.strategies.lora import AdapterError, LoraConfig, LoraFineTuning
-from hftransfer.training import train
+from hftransfer.strategies.lora.strategy import AdapterError, LoraConfig, LoraFineTuning
+from hftransfer.training.pipeline import train
 
 LABELS = LabelMap(names=("0", "1"), raw_values=(0, 1))
 TEXTS = ["the film was great", "awful and boring, truly terrible", "ok"]

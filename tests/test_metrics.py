@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from hftransfer.metrics import ClassificationMetrics, classification_metrics
+from hftransfer.evaluation.metrics import ClassificationMetrics, classification_metrics
 
 
 def test_binary_metrics_match_hand_computation():

@@ -20,12 +20,12 @@ import yaml
 from conftest import write_tsv
 from huggingface_hub import constants
 
-from hftransfer import hub
+from hftransfer.artifacts import hub
+from hftransfer.artifacts.saved import load_run
 from hftransfer.cli import main
-from hftransfer.config import load_config
-from hftransfer.saved import load_run
-from hftransfer.scoring import predict_records
-from hftransfer.training import train
+from hftransfer.config.recipe import load_config
+from hftransfer.evaluation.scoring import predict_records
+from hftransfer.training.pipeline import train
 
 TOKEN = "hf_standinSECRET0123456789abcdef"
 REPO = "alice/tiny-sentiment"

@@ -14,12 +14,12 @@ from scipy.stats import multivariate_normal
 from test_images import save_tiny_resnet, write_folder
 from transformers import AutoImageProcessor, AutoModel, AutoTokenizer, BertConfig, BertModel, ResNetModel
 
+from hftransfer.analysis.features import DataSpec, extract_features, read_rows
+from hftransfer.analysis.shift import CLOSE, FAR, ProxyADistance, _unbiased_mmd2, interpret, mmd_test, proxy_a_distance
+from hftransfer.analysis.transferability import class_evidence, h_score, linear_probe, logme
 from hftransfer.cli import main
-from hftransfer.config import DataConfig, save_config
+from hftransfer.config.recipe import DataConfig, save_config
 from hftransfer.data.images import decode
-from hftransfer.features import DataSpec, extract_features, read_rows
-from hftransfer.shift import CLOSE, FAR, ProxyADistance, _unbiased_mmd2, interpret, mmd_test, proxy_a_distance
-from hftransfer.transferability import class_evidence, h_score, linear_probe, logme
 
 # --- estimators on synthetic features ----------------------------------------------------------------------------
 

@@ -14,7 +14,8 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from hftransfer.checkpoints import (
+from hftransfer.artifacts.layout import OutputDirError
+from hftransfer.training.checkpoints import (
     PROGRESS_FILE,
     CheckpointError,
     Progress,
@@ -24,16 +25,15 @@ from hftransfer.checkpoints import (
     publish_checkpoint,
     staging_name,
 )
-from hftransfer.loops.accelerate import LOG_HISTORY_FILE
-from hftransfer.outputs import OutputDirError
-from hftransfer.training import train
+from hftransfer.training.loops.accelerate import LOG_HISTORY_FILE
+from hftransfer.training.pipeline import train
 
 REPO = Path(__file__).resolve().parents[1]
 
 # The CLI run, with a pause after each checkpoint so the test can kill it at a known step.
 _SLOW_CLI = """
 import sys, time
-import hftransfer.loops.accelerate as loop
+import hftransfer.training.loops.accelerate as loop
 save = loop.save_checkpoint
 def save_then_pause(accelerator, folder, progress, *rest):
     path = save(accelerator, folder, progress, *rest)

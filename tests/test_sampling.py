@@ -8,8 +8,8 @@ import torch
 from torch.utils.data import BatchSampler
 from transformers.trainer_pt_utils import LengthGroupedSampler
 
-from hftransfer.paths import resolve_location
-from hftransfer.sampling import LengthBucketedBatchSampler, pad_share
+from hftransfer.config.locations import resolve_location
+from hftransfer.data.sampling import LengthBucketedBatchSampler, pad_share
 
 
 def sst2_lengths() -> list[int]:

@@ -46,11 +46,11 @@ def measure_latency(folders: dict[str, Path]) -> dict[str, dict[str, float]]:
     """
     import torch
 
-    from hftransfer.latency import compare_latency, sample_batches
-    from hftransfer.loops.common import autocast_dtype, resolve_precision
-    from hftransfer.saved import load_run
-    from hftransfer.scoring import encode_run_split
-    from hftransfer.tasks import get_task
+    from hftransfer.artifacts.saved import load_run
+    from hftransfer.evaluation.latency import compare_latency, sample_batches
+    from hftransfer.evaluation.scoring import encode_run_split
+    from hftransfer.models.tasks import get_task
+    from hftransfer.training.precision import autocast_dtype, resolve_precision
 
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     runs = {name: load_run(folder) for name, folder in folders.items()}
@@ -73,7 +73,7 @@ def measure_latency(folders: dict[str, Path]) -> dict[str, dict[str, float]]:
 
 def _input_key(run) -> str:
     """Runs with the same data settings and the same saved tokenizer/processor files get the same inputs."""
-    from hftransfer.schema import to_dict
+    from hftransfer.config.schema import to_dict
 
     digest = hashlib.sha256(repr(to_dict(run.config.data)).encode())
     for name in _PROCESSOR_FILES:

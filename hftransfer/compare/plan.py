@@ -11,10 +11,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from hftransfer.config import RunConfig, load_config
+from hftransfer.config.recipe import RunConfig, load_config
+from hftransfer.config.schema import to_dict
 from hftransfer.errors import UserError
-from hftransfer.schema import to_dict
-from hftransfer.strategies import STRATEGIES
+from hftransfer.strategies import strategy_names
 
 DEFAULT_STRATEGIES = ("full", "frozen", "lora", "distill")
 RUNS_DIR = "runs"
@@ -48,12 +48,12 @@ def parse_strategies(text: str) -> list[str]:
     """`full,lora` -> ['full', 'lora'], in the order given; an unknown name fails with the valid ones."""
     names = [n.strip() for n in text.split(",") if n.strip()]
     if not names:
-        raise CompareError(f"--strategies is empty; give a comma-separated subset of {sorted(STRATEGIES)}.")
-    unknown = [n for n in names if n not in STRATEGIES]
+        raise CompareError(f"--strategies is empty; give a comma-separated subset of {strategy_names()}.")
+    unknown = [n for n in names if n not in strategy_names()]
     if unknown:
         raise CompareError(
             f"Unknown strategy {', '.join(repr(n) for n in unknown)} in --strategies; "
-            f"valid: {', '.join(sorted(STRATEGIES))}."
+            f"valid: {', '.join(strategy_names())}."
         )
     return list(dict.fromkeys(names))
 
@@ -68,8 +68,8 @@ def split_overrides(overrides: Sequence[str], strategies: Sequence[str]) -> tupl
             common.append(item)
             continue
         name, _, rest = item.partition(":")
-        if name not in STRATEGIES:
-            raise CompareError(f"Override '{item}' names strategy '{name}'; valid: {', '.join(sorted(STRATEGIES))}.")
+        if name not in strategy_names():
+            raise CompareError(f"Override '{item}' names strategy '{name}'; valid: {', '.join(strategy_names())}.")
         if name not in specific:
             raise CompareError(f"Override '{item}' is for '{name}', which is not in --strategies {list(strategies)}.")
         specific[name].append(rest)
@@ -131,7 +131,7 @@ def _distill_settings(
 def _every_other_block(config: RunConfig) -> list[int]:
     from transformers import AutoConfig
 
-    from hftransfer.paths import resolve_location
+    from hftransfer.config.locations import resolve_location
 
     model = config.model
     pretrained = AutoConfig.from_pretrained(

@@ -13,13 +13,13 @@ import os
 from datetime import datetime, timezone
 from pathlib import Path
 
+from hftransfer.artifacts.layout import write_json
+from hftransfer.artifacts.saved import RECIPE_FILE, RESULTS_FILE
 from hftransfer.compare.measure import measure_latency, train_in_subprocess
 from hftransfer.compare.plan import CompareError, RunPlan, config_differences, plan_runs
 from hftransfer.compare.plots import MISSING_NOTE, plots_available, write_plots
 from hftransfer.compare.report import RunRow, build_report, markdown
-from hftransfer.config import load_config, save_config
-from hftransfer.outputs import write_json
-from hftransfer.saved import RECIPE_FILE, RESULTS_FILE
+from hftransfer.config.recipe import load_config, save_config
 
 logger = logging.getLogger("hftransfer")
 
@@ -117,7 +117,7 @@ def _train(plan: RunPlan, work: Path, in_process: bool) -> None:
     if in_process:
         import torch
 
-        from hftransfer import training
+        from hftransfer.training import pipeline as training
 
         if torch.cuda.is_available():
             torch.cuda.reset_peak_memory_stats()

@@ -19,14 +19,15 @@ from typing import Any
 
 import numpy as np
 import torch
-from datasets import Dataset, DatasetDict, load_dataset
+from datasets import Dataset, DatasetDict
 from datasets import Image as ImageFeature
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from hftransfer.config import DataConfig, ImageDataConfig
+from hftransfer.config.locations import resolve_location
+from hftransfer.config.recipe import DataConfig, ImageDataConfig
 from hftransfer.data.labels import LabelMap, require_columns
+from hftransfer.data.prepared import PreparedData
 from hftransfer.data.sources import DataError, load_splits, single_file_split
-from hftransfer.paths import resolve_location
 
 logger = logging.getLogger("hftransfer")
 
@@ -37,32 +38,6 @@ _NOT_INPUTS = {IMAGE_COLUMN, AUGMENT_COLUMN, "length"}
 
 
 # --- sources ---------------------------------------------------------------------------------------------------
-
-
-def load_image_folders(config: DataConfig) -> DatasetDict:
-    """`<dir>/<class>/<image>` folders through datasets' imagefolder builder (classes = sorted folder names)."""
-    dirs = {
-        name: resolve_location(path)
-        for name, path in (
-            ("train", config.train_dir),
-            ("validation", config.validation_dir),
-            ("test", config.test_dir),
-        )
-        if path
-    }
-    for name, folder in dirs.items():
-        if not Path(folder).is_dir():
-            raise DataError(f"data.{name}_dir: {folder} is not a folder.")
-        if not any(p.is_dir() for p in Path(folder).iterdir()):
-            raise DataError(
-                f"data.{name}_dir: {folder} has no class sub-folders; lay it out as {folder}/<class>/*.png."
-            )
-    files = {name: f"{folder}/**" for name, folder in dirs.items()}
-    splits = load_dataset("imagefolder", data_files=files)
-    for name, split in splits.items():
-        if "label" not in split.column_names:
-            raise DataError(f"data.{name}_dir: no class sub-folders found; lay it out as <dir>/<class>/*.png.")
-    return splits
 
 
 def _listing_folders(config: DataConfig) -> dict[str, Path | None]:
@@ -293,10 +268,8 @@ def encode_image_split(split: Dataset, labels: LabelMap, config: DataConfig, nam
     return check_images(split, name, config.images.on_bad_image)
 
 
-def prepare_image_data(config: DataConfig, processor: Any):
+def prepare_image_data(config: DataConfig, processor: Any) -> PreparedData:
     """Load, label and check every split; flag train rows for augmentation. Errors surface before training."""
-    from hftransfer.data import PreparedData
-
     splits = load_image_splits(config)
     labels = LabelMap.discover(splits["train"], config.label_column, config.label_names)
     if labels.num_labels < 2:

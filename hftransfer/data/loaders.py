@@ -9,8 +9,8 @@ from datasets import Dataset
 from torch.utils.data import BatchSampler, DataLoader, Sampler
 from transformers.trainer_pt_utils import LengthGroupedSampler
 
-from hftransfer.config import DataConfig
-from hftransfer.sampling import LengthBucketedBatchSampler, RandomBatchSampler
+from hftransfer.config.recipe import DataConfig
+from hftransfer.data.sampling import LengthBucketedBatchSampler, RandomBatchSampler
 
 
 def train_batch_sampler(dataset: Dataset, config: DataConfig, batch_size: int, seed: int) -> Sampler[list[int]]:

@@ -8,9 +8,9 @@ from pathlib import Path
 
 from datasets import Dataset, DatasetDict, load_dataset
 
-from hftransfer.config import DataConfig
+from hftransfer.config.locations import resolve_location
+from hftransfer.config.recipe import DataConfig
 from hftransfer.errors import UserError
-from hftransfer.paths import resolve_location
 
 _BUILDERS = {".csv": "csv", ".tsv": "csv", ".json": "json", ".jsonl": "json", ".parquet": "parquet"}
 
@@ -39,8 +39,6 @@ def load_splits(config: DataConfig, *, need_train: bool = True) -> DatasetDict:
     if config.dataset:
         splits = _load_hub(config)
     elif config.train_dir or config.validation_dir or config.test_dir:
-        from hftransfer.data.images import load_image_folders
-
         splits = load_image_folders(config)
     else:
         files = {
@@ -67,6 +65,32 @@ def load_splits(config: DataConfig, *, need_train: bool = True) -> DatasetDict:
         if len(split) == 0:
             raise DataError(f"The {name} split is empty; point data.{name}_file/split at data with rows.")
     return _subsample(splits, config)
+
+
+def load_image_folders(config: DataConfig) -> DatasetDict:
+    """`<dir>/<class>/<image>` folders through datasets' imagefolder builder (classes = sorted folder names)."""
+    dirs = {
+        name: resolve_location(path)
+        for name, path in (
+            ("train", config.train_dir),
+            ("validation", config.validation_dir),
+            ("test", config.test_dir),
+        )
+        if path
+    }
+    for name, folder in dirs.items():
+        if not Path(folder).is_dir():
+            raise DataError(f"data.{name}_dir: {folder} is not a folder.")
+        if not any(p.is_dir() for p in Path(folder).iterdir()):
+            raise DataError(
+                f"data.{name}_dir: {folder} has no class sub-folders; lay it out as {folder}/<class>/*.png."
+            )
+    files = {name: f"{folder}/**" for name, folder in dirs.items()}
+    splits = load_dataset("imagefolder", data_files=files)
+    for name, split in splits.items():
+        if "label" not in split.column_names:
+            raise DataError(f"data.{name}_dir: no class sub-folders found; lay it out as <dir>/<class>/*.png.")
+    return splits
 
 
 def _load_files(files: dict[str, str]) -> DatasetDict:

@@ -9,9 +9,10 @@ import torch
 from datasets import Dataset
 from transformers import DataCollatorWithPadding, PreTrainedTokenizerBase
 
-from hftransfer.config import DataConfig
-from hftransfer.data.labels import require_columns
-from hftransfer.data.sources import DataError
+from hftransfer.config.recipe import DataConfig
+from hftransfer.data.labels import LabelMap, require_columns
+from hftransfer.data.prepared import PreparedData
+from hftransfer.data.sources import DataError, load_splits
 
 
 def check_text_columns(split: Dataset, config: DataConfig, split_name: str) -> None:
@@ -71,3 +72,16 @@ class DynamicPaddingCollator:
         for key in extra:
             padded[key] = torch.as_tensor([f[key] for f in features])
         return padded
+
+
+def prepare_text_data(config: DataConfig, tokenizer: PreTrainedTokenizerBase) -> PreparedData:
+    """Load, check, label and tokenize every split; errors surface here, before any training."""
+    splits = load_splits(config)
+    labels = LabelMap.discover(splits["train"], config.label_column, config.label_names)
+    if labels.num_labels < 2:
+        raise DataError(f"Train has a single class {list(labels.names)}; classification needs at least two.")
+    encoded = {
+        name: tokenize_split(labels.encode(split, config.label_column, name), tokenizer, config, name)
+        for name, split in splits.items()
+    }
+    return PreparedData(encoded["train"], encoded["validation"], encoded.get("test"), labels)

@@ -17,7 +17,7 @@ from torch import nn
 if TYPE_CHECKING:
     from transformers import PreTrainedTokenizerBase
 
-    from hftransfer.config import RunConfig
+    from hftransfer.config.recipe import RunConfig
     from hftransfer.data import PreparedData
 
 NO_DECAY_MARKERS = ("bias", "layernorm", "layer_norm", "norm.weight", "LayerNorm")

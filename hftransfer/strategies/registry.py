@@ -1,37 +1,19 @@
-"""Strategy names -> implementations, and the `strategy:` section of a recipe."""
+"""Build the strategy a recipe names: the registered implementation, imported only now."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-
-from hftransfer.schema import ConfigError
+from hftransfer.config.strategies import StrategyConfig, registered_strategies, strategy_spec
 from hftransfer.strategies.base import Strategy
-from hftransfer.strategies.distill import DistillConfig, DistillStrategy
-from hftransfer.strategies.frozen import FrozenConfig, FrozenFineTuning
-from hftransfer.strategies.full import FullConfig, FullFineTuning
-from hftransfer.strategies.lora import LoraConfig, LoraFineTuning
-
-STRATEGIES: dict[str, type[Strategy]] = {FullFineTuning.name: FullFineTuning}
-STRATEGIES[DistillStrategy.name] = DistillStrategy
-STRATEGIES[FrozenFineTuning.name] = FrozenFineTuning
-STRATEGIES[LoraFineTuning.name] = LoraFineTuning
 
 
-@dataclass
-class StrategyConfig:
-    name: str = "full"
-    """One of the registered strategies (see `hftransfer.strategies.STRATEGIES`)."""
-    full: FullConfig = field(default_factory=FullConfig)
-    distill: DistillConfig = field(default_factory=DistillConfig)
-    frozen: FrozenConfig = field(default_factory=FrozenConfig)
-    lora: LoraConfig = field(default_factory=LoraConfig)
+def strategy_class(name: str) -> type[Strategy]:
+    """The `Strategy` subclass registered as `name` (a ConfigError lists the known ones)."""
+    return strategy_spec(name).strategy_class()
 
-    def __post_init__(self) -> None:
-        if self.name not in STRATEGIES:
-            raise ConfigError(f"strategy.name '{self.name}' is unknown; choose one of {sorted(STRATEGIES)}.")
-        if self.name == DistillStrategy.name:
-            self.distill.require_teacher()
+
+def strategy_names() -> list[str]:
+    return sorted(registered_strategies())
 
 
 def build_strategy(config: StrategyConfig) -> Strategy:
-    return STRATEGIES[config.name](getattr(config, config.name, None))
+    return strategy_class(config.name)(config.selected)

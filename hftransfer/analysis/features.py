@@ -1,0 +1,241 @@
+"""Frozen features of a checkpoint on a data set: what `hftransfer rank` and `hftransfer shift` measure on.
+
+Rows are read by the training pipeline's own loaders (a recipe's split, one labelled file, an image folder),
+so columns, labels and TSV quirks behave as in `hftransfer train`; a `.txt` file (one text per line) is
+accepted too, for unlabelled text. Text features are the attention-masked mean of the last hidden states
+(a checkpoint's BERT pooler may be untrained, see `pooling.py`), or with `layers="mean"` the average of that
+mean over every hidden state (embedding output and each block): fine-tuning trains every block, and a
+checkpoint whose last block was specialised for its pretraining task can hold better features below it
+(README, "Choose before you train"). Image features are exactly what the checkpoint's classification head
+reads (the pooled output of ResNet/ConvNeXt, the [CLS] state of ViT).
+Forward passes run batched, in eval mode, without gradients.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+import torch
+from datasets import Dataset
+from torch import nn
+
+from hftransfer.config.locations import resolve_location
+from hftransfer.config.recipe import DataConfig, ModelConfig, load_config
+from hftransfer.data.labels import LabelMap, require_columns
+from hftransfer.data.sources import DataError
+from hftransfer.errors import UserError
+from hftransfer.models.loading import ModelError
+from hftransfer.models.tasks import IMAGE, TEXT, get_task
+
+if TYPE_CHECKING:
+    from transformers import PretrainedConfig
+
+RECIPE_SUFFIXES = (".yaml", ".yml")
+LAYER_CHOICES = ("last", "mean")
+"""Which hidden states text features pool: the last block's, or the mean over all of them."""
+
+
+@dataclass(frozen=True)
+class DataSpec:
+    """Where rows come from, as the user named them on the command line."""
+
+    location: str
+    """A YAML recipe (its data section), a csv/tsv/json/jsonl/parquet file, a `.txt` file, or an image folder."""
+    split: str = "train"
+    """Recipes only: which of the recipe's splits (train, validation, test)."""
+    text_columns: Sequence[str] | None = None
+    """Overrides the recipe's (or the default `sentence`) text columns."""
+    label_column: str | None = None
+    max_rows: int | None = None
+    """Keep a random sample of this many rows (seed `seed`)."""
+    seed: int = 0
+
+    @property
+    def is_recipe(self) -> bool:
+        return self.location.endswith(RECIPE_SUFFIXES)
+
+    def option(self, key: str) -> str:
+        """How the user sets a data key for this spec: a recipe key or a command-line flag."""
+        flag = {"text_columns": "--text-columns", "label_column": "--label-column"}[key]
+        return f"data.{key} in the recipe (or {flag})" if self.is_recipe else flag
+
+
+def data_config(spec: DataSpec) -> tuple[DataConfig, str | None]:
+    """The data settings that read `spec`, and the task a recipe declares (None for plain files)."""
+    declared = None
+    if spec.is_recipe:
+        config = load_config(resolve_location(spec.location))
+        data, declared = config.data, (None if config.task == "auto" else config.task)
+    else:
+        data = DataConfig()
+    changes = {}
+    if spec.text_columns:
+        changes["text_columns"] = list(spec.text_columns)
+    if spec.label_column:
+        changes["label_column"] = spec.label_column
+    return dataclasses.replace(data, **changes), declared
+
+
+def checkpoint_config(name: str) -> PretrainedConfig:
+    """The candidate's config. Fails early, naming the checkpoint, when it cannot be read."""
+    from transformers import AutoConfig
+
+    from hftransfer.strategies.lora.strategy import is_adapter_folder
+
+    location = resolve_location(name)
+    if is_adapter_folder(location):
+        raise ModelError(
+            f"'{name}' holds a LoRA/IA3 adapter, not a whole model. Merge it first "
+            f"(`hftransfer export {name} --merge --out FOLDER`) and pass FOLDER."
+        )
+    try:
+        pretrained = AutoConfig.from_pretrained(location)
+    except (OSError, ValueError) as err:
+        raise ModelError(
+            f"Cannot read checkpoint '{name}': {str(err).rstrip('.')}. Give a Hub id, a local model folder "
+            "(config.json and safetensors weights) or a pkg:<package>/<path>."
+        ) from err
+    return pretrained
+
+
+def checkpoint_task(name: str) -> str:
+    """Text or image: the candidate's modality."""
+    from hftransfer.models.images import is_image_model_type
+
+    return IMAGE if is_image_model_type(checkpoint_config(name).model_type) else TEXT
+
+
+def common_task(models: Sequence[str], declared: str | None = None) -> str:
+    """The one modality every candidate (and the recipe, if it names one) shares."""
+    if not models:
+        raise UserError("No models given; name at least one checkpoint.")
+    found = {name: checkpoint_task(name) for name in models}
+    kinds = set(found.values())
+    if len(kinds) > 1:
+        raise UserError(f"The checkpoints mix text and image models ({found}); compare one modality at a time.")
+    task = kinds.pop()
+    if declared and declared != task:
+        raise UserError(f"The recipe says task: {declared}, but the checkpoints are {task} models.")
+    return task
+
+
+def read_rows(spec: DataSpec, data: DataConfig, task: str) -> Dataset:
+    """The raw rows of `spec` (text columns or image references, plus the label column when there is one)."""
+    if spec.max_rows is not None and spec.max_rows < 1:
+        raise UserError(f"--max-rows must be at least 1, got {spec.max_rows}.")
+    if spec.is_recipe:
+        splits = get_task(task).load_splits(data, need_train=spec.split in ("train", "validation"))
+        if spec.split not in splits:
+            raise DataError(f"{spec.location} has no '{spec.split}' split; it has {sorted(splits)}.")
+        rows = splits[spec.split]
+    else:
+        rows = _read_location(resolve_location(spec.location), data, task)
+    if spec.max_rows is not None and len(rows) > spec.max_rows:
+        rows = rows.shuffle(seed=spec.seed).select(range(spec.max_rows))
+    if task == IMAGE:
+        from hftransfer.data.images import check_images
+
+        rows = check_images(rows, spec.location)[0]  # every image opens, or the error names it
+    else:
+        require_columns(rows, list(data.text_columns), spec.location, spec.option("text_columns"))
+    return rows
+
+
+def _read_location(path: str, data: DataConfig, task: str) -> Dataset:
+    if Path(path).is_dir():
+        if task != IMAGE:
+            raise DataError(f"{path} is a folder; text data is one csv/tsv/json/jsonl/parquet or .txt file.")
+        from hftransfer.data.images import as_image_refs
+        from hftransfer.data.sources import load_image_folders
+
+        return as_image_refs(
+            load_image_folders(dataclasses.replace(data, train_dir=path))["train"], data.images, None, path
+        )
+    if not Path(path).is_file():
+        raise DataError(f"{path} does not exist.")
+    if path.endswith(".txt"):
+        if task != TEXT:
+            raise DataError(f"{path}: a .txt file holds texts, but the checkpoints are image models.")
+        lines = [line.strip() for line in Path(path).read_text(encoding="utf-8").splitlines() if line.strip()]
+        if not lines:
+            raise DataError(f"{path} has no non-empty lines.")
+        return Dataset.from_dict({data.text_columns[0]: lines})
+    return get_task(task).load_file(path, data)
+
+
+def label_rows(rows: Dataset, data: DataConfig, spec: DataSpec) -> tuple[Dataset, LabelMap]:
+    """Rows with integer `labels` (ids discovered as in training) and the label map."""
+    require_columns(rows, [data.label_column], spec.location, spec.option("label_column"))
+    labels = LabelMap.discover(rows, data.label_column, data.label_names)
+    if labels.num_labels < 2:
+        raise DataError(f"{spec.location} has a single class {list(labels.names)}; ranking needs at least two.")
+    return labels.encode(rows, data.label_column, spec.location), labels
+
+
+def check_layers_choice(layers: str, task: str) -> None:
+    if layers not in LAYER_CHOICES:
+        raise UserError(f"Unknown feature layers '{layers}'; choose one of {', '.join(LAYER_CHOICES)}.")
+    if layers == "mean" and task != TEXT:
+        raise UserError(
+            "Layer-mean features average hidden states of one width, which text encoders have; an image model's "
+            "stages differ in width. Use the last layer's features (--layers last) for image checkpoints."
+        )
+
+
+def load_feature_model(name: str, task: str, layers: str = "last") -> tuple[nn.Module, Callable]:
+    """The checkpoint and a `read(output, inputs) -> [batch, dims]` that pulls the features out of a forward pass."""
+    from transformers import AutoModel, AutoModelForImageClassification
+
+    from hftransfer.models.pooling import masked_mean
+
+    check_layers_choice(layers, task)
+    location = resolve_location(name)
+    if task == TEXT:
+        model = AutoModel.from_pretrained(location, use_safetensors=True)
+        if layers == "mean":
+            model.config.output_hidden_states = True
+            return model, lambda output, inputs: torch.stack(
+                [masked_mean(states, inputs.get("attention_mask")) for states in output.hidden_states]
+            ).mean(dim=0)
+        return model, lambda output, inputs: masked_mean(output.last_hidden_state, inputs.get("attention_mask"))
+    model = AutoModelForImageClassification.from_pretrained(location, use_safetensors=True)
+    head = getattr(model, "classifier", None)
+    if not isinstance(head, nn.Module):
+        raise ModelError(f"'{name}' ({type(model).__name__}) has no `classifier` head whose input could be read.")
+    seen: dict[str, torch.Tensor] = {}
+    head.register_forward_pre_hook(lambda _module, args: seen.__setitem__("x", args[0]))
+    return model, lambda _output, _inputs: seen.pop("x").flatten(1)
+
+
+def extract_features(
+    name: str,
+    rows: Dataset,
+    data: DataConfig,
+    task: str,
+    batch_size: int = 64,
+    device: str | None = None,
+    layers: str = "last",
+) -> np.ndarray:
+    """[rows, dims] float32 features of checkpoint `name`, in row order; `layers` as in LAYER_CHOICES."""
+    from hftransfer.evaluation.inference import dataset_outputs
+
+    pipeline = get_task(task)
+    processor = pipeline.load_processor(ModelConfig(name_or_path=name))
+    if task == TEXT:
+        from hftransfer.data import tokenize_split
+
+        encoded = tokenize_split(rows, processor, data, "features")
+    else:
+        from hftransfer.data.images import IMAGE_COLUMN
+
+        encoded = rows.select_columns([c for c in (IMAGE_COLUMN, "labels") if c in rows.column_names])
+    model, read = load_feature_model(name, task, layers)
+    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+    model.to(device)
+    collator = pipeline.make_collator(processor, data)
+    return dataset_outputs(model, encoded, collator, read, batch_size, device)

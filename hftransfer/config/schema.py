@@ -1,0 +1,162 @@
+"""Turn plain dicts (YAML, CLI overrides) into typed dataclasses, failing loudly.
+
+Dataclasses are the schema; this module is the one place that checks values against them,
+so an unknown key or a wrongly typed value stops the run before any model loads.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import types
+from typing import Any, Literal, TypeVar, Union, get_args, get_origin, get_type_hints
+
+from hftransfer.errors import UserError
+
+T = TypeVar("T")
+
+
+class ConfigError(UserError):
+    """A recipe or override that does not fit the schema."""
+
+
+def _closest(key: str, valid: list[str]) -> str:
+    match = difflib.get_close_matches(key, valid, n=1, cutoff=0.5)
+    return f" Did you mean '{match[0]}'?" if match else f" Valid keys: {', '.join(sorted(valid))}."
+
+
+def _type_name(tp: Any) -> str:
+    if get_origin(tp) is Literal:
+        return " | ".join(repr(a) for a in get_args(tp))
+    return getattr(tp, "__name__", None) or str(tp).replace("typing.", "")
+
+
+def schema_fields(cls: type) -> dict[str, Any]:
+    """Field name -> type of a schema class: a dataclass, or a class that lists its fields (`schema_fields()`)."""
+    if hasattr(cls, "schema_fields"):
+        return cls.schema_fields()
+    hints = get_type_hints(cls)
+    return {f.name: hints[f.name] for f in dataclasses.fields(cls) if f.init}
+
+
+def is_schema(tp: Any) -> bool:
+    return isinstance(tp, type) and (dataclasses.is_dataclass(tp) or hasattr(tp, "schema_fields"))
+
+
+def _coerce(value: Any, tp: Any, path: str) -> Any:
+    origin = get_origin(tp)
+    if tp is Any:
+        return value
+    if origin in (Union, types.UnionType):
+        options = get_args(tp)
+        if value is None and type(None) in options:
+            return None
+        for option in options:
+            if option is type(None):
+                continue
+            try:
+                return _coerce(value, option, path)
+            except ConfigError:
+                continue
+        raise ConfigError(f"'{path}' expects {_type_name(tp)}, got {value!r}.")
+    if origin is Literal:
+        if value in get_args(tp):
+            return value
+        raise ConfigError(f"'{path}' must be one of {_type_name(tp)}, got {value!r}.")
+    if origin in (list, tuple):
+        (item_type, *_) = get_args(tp) or (Any,)
+        if isinstance(value, str) and item_type is str:
+            value = [value]  # `text_columns=sentence` on the command line means a one-item list
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"'{path}' expects a list, got {value!r}.")
+        return [_coerce(v, item_type, f"{path}[{i}]") for i, v in enumerate(value)]
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise ConfigError(f"'{path}' expects a mapping, got {value!r}.")
+        return dict(value)
+    if is_schema(tp):
+        return from_dict(tp, value, path)
+    if tp is bool:
+        if isinstance(value, bool):
+            return value
+        raise ConfigError(f"'{path}' expects true or false, got {value!r}.")
+    if tp is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        raise ConfigError(f"'{path}' expects an integer, got {value!r}.")
+    if tp is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+        if isinstance(value, str):  # YAML reads `1e-4` (no dot) as a string
+            try:
+                return float(value)
+            except ValueError:
+                pass
+        raise ConfigError(f"'{path}' expects a number, got {value!r}.")
+    if tp is str:
+        if isinstance(value, str):
+            return value
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return str(value)
+        raise ConfigError(f"'{path}' expects a string, got {value!r}.")
+    raise ConfigError(f"'{path}' has an unsupported schema type {tp!r}.")
+
+
+def from_dict(cls: type[T], data: Any, path: str = "") -> T:
+    """Build dataclass `cls` from `data`, rejecting unknown keys with the closest valid one."""
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"'{path or cls.__name__}' expects a mapping of keys, got {data!r}.")
+    fields = schema_fields(cls)
+    kwargs = {}
+    for key, value in data.items():
+        full = f"{path}.{key}" if path else str(key)
+        if key not in fields:
+            raise ConfigError(f"Unknown config key '{full}'.{_closest(str(key), list(fields))}")
+        kwargs[key] = _coerce(value, fields[key], full)
+    try:
+        return cls(**kwargs)
+    except (TypeError, ValueError) as err:
+        if isinstance(err, ConfigError):
+            raise
+        raise ConfigError(f"'{path or cls.__name__}': {err}") from err
+
+
+def to_dict(obj: Any) -> Any:
+    """The plain-data view of a config, suitable for YAML/JSON."""
+    if is_schema(type(obj)):
+        return {name: to_dict(getattr(obj, name)) for name in schema_fields(type(obj))}
+    if isinstance(obj, (list, tuple)):
+        return [to_dict(v) for v in obj]
+    if isinstance(obj, dict):
+        return {k: to_dict(v) for k, v in obj.items()}
+    return obj
+
+
+def set_dotted(tree: dict, dotted_key: str, value: Any, schema: type | None = None) -> None:
+    """Set `a.b.c=value` inside nested dicts, checking each key against `schema` as it goes."""
+    parts = dotted_key.split(".")
+    node, cls, walked = tree, schema, []
+    for part in parts[:-1]:
+        walked.append(part)
+        cls = _child_schema(cls, part, ".".join(walked))
+        child = node.get(part)
+        if not isinstance(child, dict):
+            child = node[part] = {}
+        node = child
+    _child_schema(cls, parts[-1], dotted_key)
+    node[parts[-1]] = value
+
+
+def _child_schema(cls: type | None, key: str, full: str) -> type | None:
+    if cls is None:
+        return None
+    fields = schema_fields(cls)
+    if key not in fields:
+        raise ConfigError(f"Unknown config key '{full}'.{_closest(key, list(fields))}")
+    hint = fields[key]
+    return next((c for c in [hint, *get_args(hint)] if is_schema(c)), None)
+
+
+__all__ = ["ConfigError", "from_dict", "is_schema", "schema_fields", "set_dotted", "to_dict"]

@@ -1,0 +1,143 @@
+"""Load pretrained checkpoints as classifiers sized for the data, safely."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Container
+from typing import Any
+
+from transformers import (
+    AutoConfig,
+    AutoModelForSequenceClassification,
+    AutoTokenizer,
+    PreTrainedModel,
+    PreTrainedTokenizerBase,
+)
+from transformers.models.auto.modeling_auto import MODEL_FOR_SEQUENCE_CLASSIFICATION_MAPPING_NAMES
+
+from hftransfer.config.locations import resolve_location
+from hftransfer.config.recipe import ModelConfig
+from hftransfer.data.labels import LabelMap
+from hftransfer.errors import UserError
+from hftransfer.models.pooling import apply_pooling
+
+logger = logging.getLogger("hftransfer")
+
+
+class ModelError(UserError):
+    """A checkpoint that cannot be used as configured."""
+
+
+def load_tokenizer(config: ModelConfig) -> PreTrainedTokenizerBase:
+    return AutoTokenizer.from_pretrained(
+        resolve_location(config.name_or_path),
+        revision=config.revision,
+        trust_remote_code=config.trust_remote_code,
+    )
+
+
+def check_num_labels(config: ModelConfig, labels: LabelMap) -> None:
+    if config.num_labels is not None and config.num_labels != labels.num_labels:
+        raise ModelError(
+            f"model.num_labels is {config.num_labels} but the training data has {labels.num_labels} classes "
+            f"{list(labels.names)}. Remove model.num_labels or fix the data."
+        )
+
+
+def new_head_if_needed(model: PreTrainedModel, pretrained: Any, labels: LabelMap, setting: str) -> PreTrainedModel:
+    """Re-initialise the classification head for source -> target transfer.
+
+    A head of another size is always new (`ignore_mismatched_sizes`); a same-sized head trained on other
+    classes (digits 0-4 -> digits 5-9) is new under `auto` too, since its outputs mean the old classes.
+    """
+    names = [str(v) for _, v in sorted((int(k), v) for k, v in (getattr(pretrained, "id2label", None) or {}).items())]
+    placeholder = all(name == f"LABEL_{i}" for i, name in enumerate(names))
+    other_classes = len(names) == labels.num_labels and not placeholder and tuple(names) != tuple(labels.names)
+    if setting == "always" or (setting == "auto" and other_classes):
+        backbone = getattr(model, "base_model", None)
+        for child in model.children():
+            if child is not backbone:
+                for module in child.modules():
+                    if hasattr(module, "reset_parameters"):
+                        module.reset_parameters()
+        logger.info("New classification head for classes %s (the checkpoint's were %s)", list(labels.names), names)
+    return model
+
+
+def load_classification_model(
+    auto_class: type,
+    location: str,
+    *,
+    revision: str | None = None,
+    trust_remote_code: bool = False,
+    labels: LabelMap | None = None,
+) -> tuple[PreTrainedModel, list[str]]:
+    """The one `from_pretrained` behind every classifier hftransfer loads (training, saved runs, teachers).
+
+    `auto_class` is the modality's Auto class (`hftransfer.models.tasks.Task.auto_class`). Safetensors only, remote
+    code only when asked, always single-label. With `labels` the head is sized and named for them (a head of
+    another size is replaced instead of failing on its shape); without, the checkpoint's own head and names stay.
+    Returns the model and the weights the checkpoint lacked (a missing head means it was never fine-tuned).
+    """
+    sizing: dict[str, Any] = {}
+    if labels is not None:
+        sizing = {
+            "num_labels": labels.num_labels,
+            "id2label": labels.id2label,
+            "label2id": labels.label2id,
+            "ignore_mismatched_sizes": True,
+        }
+    model, info = auto_class.from_pretrained(
+        location,
+        revision=revision,
+        trust_remote_code=trust_remote_code,
+        use_safetensors=True,
+        # Explicit, so one label never means regression and int labels never mean multi-label.
+        problem_type="single_label_classification",
+        output_loading_info=True,
+        **sizing,
+    )
+    return model, list(info["missing_keys"])
+
+
+def load_pretrained_classifier(
+    config: ModelConfig, labels: LabelMap, auto_class: type, known_types: Container[str], head: str, hint: str
+) -> PreTrainedModel:
+    """A classifier for training: head sized for `labels`, new when the checkpoint's classes differ.
+
+    `known_types` are the model types `auto_class` has a `head` for; any other type stops here with `hint`
+    (unless remote code is trusted, which brings its own classes).
+    """
+    check_num_labels(config, labels)
+    location = resolve_location(config.name_or_path)
+    pretrained = AutoConfig.from_pretrained(
+        location, revision=config.revision, trust_remote_code=config.trust_remote_code
+    )
+    if pretrained.model_type not in known_types and not config.trust_remote_code:
+        raise ModelError(
+            f"'{config.name_or_path}' is a '{pretrained.model_type}' model, which has no {head} head "
+            f"in transformers. {hint}"
+        )
+    model, _ = load_classification_model(
+        auto_class, location, revision=config.revision, trust_remote_code=config.trust_remote_code, labels=labels
+    )
+    return new_head_if_needed(model, pretrained, labels, config.new_head)
+
+
+def load_classifier(config: ModelConfig, labels: LabelMap) -> PreTrainedModel:
+    """A sequence classifier whose head matches `labels`, with the recipe's pooling."""
+    model = load_pretrained_classifier(
+        config,
+        labels,
+        AutoModelForSequenceClassification,
+        MODEL_FOR_SEQUENCE_CLASSIFICATION_MAPPING_NAMES,
+        "sequence-classification",
+        "Pick an encoder checkpoint (BERT, RoBERTa, DistilBERT, ...).",
+    )
+    return apply_pooling(model, config.pooling)
+
+
+def count_parameters(model: PreTrainedModel) -> tuple[int, int]:
+    """(trainable, total) parameter counts."""
+    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    return trainable, sum(p.numel() for p in model.parameters())

@@ -1,0 +1,356 @@
+"""Knowledge distillation: a fine-tuned teacher's soft labels train a smaller student.
+
+The student is `model.name_or_path`, as in every strategy: it is what trains, gets saved, and whose
+tokenizer encodes the data (a teacher with another tokenizer reads the same rows encoded with its own,
+`hftransfer.strategies.distill.teachers.encode_for_teacher`, for cached teacher logits only).
+`strategy.distill.student_layers` shrinks it to a subset of its blocks; pointing `model.name_or_path` at
+the teacher's folder gives a DistilBERT-style student that starts from the teacher's embeddings, chosen
+blocks and classification head. The teacher
+(`strategy.distill.teacher`) stays frozen in eval mode and never joins the optimizer.
+
+Loss: `alpha * T^2 * KL(softmax(t/T) || softmax(s/T)) + (1 - alpha) * CE(s, y)`, plus optionally
+`hidden_weight * (MSE or 1 - cosine)` between mapped hidden states (projected when widths differ).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import replace
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from hftransfer.config.schema import ConfigError
+from hftransfer.models.students import keep_layers
+from hftransfer.strategies.base import Strategy
+from hftransfer.strategies.distill.config import DistillConfig
+from hftransfer.strategies.distill.losses import default_layer_map, distillation_loss, hidden_state_loss
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedTokenizerBase
+
+    from hftransfer.config.recipe import RunConfig
+    from hftransfer.data import PreparedData
+    from hftransfer.strategies.distill.teachers import Teacher
+
+logger = logging.getLogger("hftransfer")
+
+TEACHER_LOGITS = "teacher_logits"  # the column hftransfer.strategies.distill.teacher_cache writes
+
+
+
+
+class DistillStrategy(Strategy):
+    """Distillation from a frozen teacher; research code may pass the teacher model directly."""
+
+    name = "distill"
+
+    def __init__(
+        self,
+        config: DistillConfig | None = None,
+        teacher: nn.Module | None = None,
+        teacher_tokenizer: PreTrainedTokenizerBase | None = None,
+    ) -> None:
+        super().__init__(config or DistillConfig())
+        self.teacher: nn.Module | None = None
+        self.loaded: Teacher | None = None
+        if teacher is not None:
+            from hftransfer.data.labels import LabelMap
+            from hftransfer.strategies.distill.teachers import Teacher, state_bytes
+
+            teacher.eval().requires_grad_(False)
+            labels = LabelMap.from_model_config(teacher.config.id2label)
+            self.loaded = Teacher(teacher, teacher_tokenizer, labels, "<given>", state_bytes(teacher))
+            self.teacher = teacher
+        self.projection: nn.Module | None = None
+        self.layer_map: list[list[int]] = []
+        self.autocast_dtype: torch.dtype | None = None
+        self._report: dict = {}
+        self._latency_inputs: dict[str, tuple] | None = None
+        self._own_encoding = False
+        """True when the teacher reads its own encoding of the data (tokenizers differ), not the student's batches."""
+        self._mask_token: tuple[int, list[int]] | None = None
+        """(mask token id, special token ids) when mask_augment is on."""
+
+    # --- setup -------------------------------------------------------------------------------------------------
+
+    def prepare(self, model: nn.Module) -> nn.Module:
+        if self.config.student_layers:
+            keep_layers(model, self.config.student_layers)
+        for param in model.parameters():
+            param.requires_grad_(True)
+        if self.teacher is None:
+            from hftransfer.strategies.distill.teachers import load_teacher
+
+            self.config.require_teacher()
+            self.loaded = load_teacher(self.config.teacher, self.config.teacher_revision)
+            self.teacher = self.loaded.model
+        if self.config.hidden_loss != "none":
+            self._setup_hidden(model)
+        return model
+
+    def _setup_hidden(self, student: nn.Module) -> None:
+        s_config, t_config = student.config, self.teacher.config
+        self.layer_map = self.config.hidden_layers or default_layer_map(
+            self.config.student_layers, s_config.num_hidden_layers, t_config.num_hidden_layers
+        )
+        for s_index, t_index in self.layer_map:
+            if s_index > s_config.num_hidden_layers or t_index > t_config.num_hidden_layers:
+                raise ConfigError(
+                    f"strategy.distill.hidden_layers pair {[s_index, t_index]} is out of range: the student has "
+                    f"{s_config.num_hidden_layers} blocks, the teacher {t_config.num_hidden_layers} (0 = embeddings)."
+                )
+        if s_config.hidden_size != t_config.hidden_size:
+            self.projection = nn.Linear(s_config.hidden_size, t_config.hidden_size)
+
+    def prepare_data(
+        self, model: nn.Module, data: PreparedData, tokenizer: PreTrainedTokenizerBase, config: RunConfig
+    ) -> PreparedData:
+        """Check the teacher against the data, score it, and cache its train logits."""
+        from hftransfer.data.images import AUGMENT_COLUMN
+        from hftransfer.evaluation.inference import dataset_logits
+        from hftransfer.evaluation.metrics import classification_metrics
+        from hftransfer.models.tasks import IMAGE, get_task
+        from hftransfer.strategies.distill.teacher_cache import with_teacher_logits
+        from hftransfer.strategies.distill.teachers import (
+            check_label_mapping,
+            check_teacher_accuracy,
+            encode_for_teacher,
+        )
+        from hftransfer.training.precision import autocast_dtype, resolve_precision
+
+        name = self.loaded.location
+        check_label_mapping(self.loaded.labels, data.labels, name)
+        augmented = AUGMENT_COLUMN in data.train.column_names  # inputs differ every epoch: cached logits would not fit
+        if self.config.mask_augment:
+            self._mask_token = self._mask_token_ids(tokenizer, config)
+        live = (
+            not self.config.cache_teacher_logits
+            or self.config.hidden_loss != "none"
+            or augmented
+            or bool(self.config.mask_augment)
+        )
+        collator = get_task(config.task).make_collator(tokenizer, config.data)
+        teacher_data, teacher_collator = data, collator  # what the teacher reads: the student's rows when it can
+        self._own_encoding = False
+        if config.task == IMAGE:
+            from hftransfer.models.images import check_same_preprocessing
+
+            check_same_preprocessing(tokenizer, self.loaded.tokenizer, name)
+        elif self._needs_own_encoding(tokenizer, config, live):
+            teacher_data = encode_for_teacher(data, self.loaded.tokenizer, config)
+            teacher_collator = get_task(config.task).make_collator(self.loaded.tokenizer, config.data)
+            self._own_encoding = True
+        self.autocast_dtype = autocast_dtype(resolve_precision(config.train.precision))
+        device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        batch_size = config.train.eval_batch_size
+
+        started = time.perf_counter()
+        eval_logits = dataset_logits(
+            self.teacher, teacher_data.validation, teacher_collator, batch_size, device, self.autocast_dtype
+        )
+        teacher_eval = classification_metrics(data.validation["labels"], eval_logits, label_names=data.labels.names)
+        self._report = {"teacher_eval": teacher_eval, "teacher_eval_runtime_s": time.perf_counter() - started}
+        if self.config.check_teacher:
+            check_teacher_accuracy(data.validation["labels"], eval_logits, name)
+        logger.info("Teacher %s: validation accuracy %.4f", name, teacher_eval["accuracy"])
+
+        self._report["teacher_logits"] = "live" if live else "cached"
+        if not live:
+            started = time.perf_counter()
+            train_logits = dataset_logits(
+                self.teacher, teacher_data.train, teacher_collator, batch_size, device, self.autocast_dtype
+            )
+            data = replace(data, train=with_teacher_logits(data.train, train_logits))
+            self._report["teacher_cache_s"] = time.perf_counter() - started
+            logger.info("Cached teacher logits for %d rows in %.1fs", len(data.train), self._report["teacher_cache_s"])
+        if self.config.measure_latency:
+            self._latency_inputs = {
+                "teacher": (teacher_data.validation, teacher_collator),
+                "student": (data.validation, collator),
+            }
+        return data
+
+    def _needs_own_encoding(self, tokenizer: PreTrainedTokenizerBase, config: RunConfig, live: bool) -> bool:
+        """Whether the teacher needs the data encoded with its own tokenizer; refuses where that cannot work."""
+        from hftransfer.strategies.distill.teachers import TeacherError, tokenizer_difference
+
+        name = self.loaded.location
+        difference = tokenizer_difference(tokenizer, self.loaded.tokenizer, name, config.data.max_length)
+        if difference is None:
+            return False
+        problem = f"The student's tokenizer and teacher '{name}''s tokenizer differ ({difference})"
+        if self.config.hidden_loss != "none":
+            raise TeacherError(
+                f"{problem}, so their token positions do not line up and strategy.distill.hidden_loss="
+                f"{self.config.hidden_loss} cannot compare hidden states. Set strategy.distill.hidden_loss=none, "
+                "or use a student with the teacher's tokenizer (e.g. cut from it with strategy.distill.student_layers)."
+            )
+        if live:
+            raise TeacherError(
+                f"{problem}: the teacher needs the inputs encoded with its own tokenizer, which hftransfer does only "
+                "for cached teacher logits. Set strategy.distill.cache_teacher_logits=true (the default) and "
+                "strategy.distill.mask_augment=0, or use a student with the teacher's tokenizer."
+            )
+        logger.info("%s: encoding the data a second time, for the teacher.", problem)
+        return True
+
+    def _mask_token_ids(self, tokenizer: PreTrainedTokenizerBase, config: RunConfig) -> tuple[int, list[int]]:
+        from hftransfer.models.tasks import TEXT
+
+        mask_id = getattr(tokenizer, "mask_token_id", None)
+        if config.task != TEXT or mask_id is None:
+            raise ConfigError(
+                "strategy.distill.mask_augment replaces text tokens by the tokenizer's mask token; this "
+                f"{'tokenizer has none' if config.task == TEXT else config.task + ' task has no tokens'}. "
+                "Set strategy.distill.mask_augment=0."
+            )
+        return mask_id, list(tokenizer.all_special_ids)
+
+    def _masked(self, inputs: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """The batch with a random `mask_augment` share of its real, non-special tokens masked."""
+        mask_id, special = self._mask_token
+        ids = inputs["input_ids"]
+        real = inputs.get("attention_mask", torch.ones_like(ids)).bool() & ~torch.isin(ids, ids.new_tensor(special))
+        hit = real & (torch.rand(ids.shape, device=ids.device) < self.config.mask_augment)
+        return {**inputs, "input_ids": ids.masked_fill(hit, mask_id)}
+
+    # --- training ----------------------------------------------------------------------------------------------
+
+    def _teacher_forward(self, inputs: dict, device: torch.device, hidden: bool):
+        if next(self.teacher.parameters()).device != device:
+            self.teacher.to(device)
+        dtype = self.autocast_dtype
+        with torch.no_grad(), torch.autocast(device.type, dtype=dtype, enabled=dtype is not None):
+            return self.teacher(**inputs, output_hidden_states=hidden)
+
+    def loss(self, model: nn.Module, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+        inputs = {k: v for k, v in batch.items() if k not in ("labels", TEACHER_LOGITS)}
+        if self._mask_token is not None and model.training:
+            inputs = self._masked(inputs)
+        hidden = self.config.hidden_loss != "none"
+        outputs = model(**inputs, output_hidden_states=hidden) if hidden else model(**inputs)
+        logits = outputs.logits
+        teacher_out = None
+        if TEACHER_LOGITS in batch and not hidden:
+            teacher_logits = batch[TEACHER_LOGITS]
+        elif self._own_encoding:  # the teacher cannot read these ids: only its cached train logits exist
+            if model.training:
+                raise ValueError(f"A training batch without '{TEACHER_LOGITS}': the teacher needs its own encoding.")
+            return F.cross_entropy(logits.float(), batch["labels"]), logits  # eval loss, as the Accelerate loop's
+        else:
+            teacher_out = self._teacher_forward(inputs, logits.device, hidden)
+            teacher_logits = teacher_out.logits
+        loss, _, _ = distillation_loss(
+            logits, teacher_logits, batch["labels"], self.config.temperature, self.config.alpha
+        )
+        if hidden and self.config.hidden_weight > 0:
+            loss = loss + self.config.hidden_weight * self._hidden_loss(outputs, teacher_out, inputs)
+        return loss, logits
+
+    def _hidden_loss(self, student_out, teacher_out, inputs: dict) -> torch.Tensor:
+        terms = []
+        for s_index, t_index in self.layer_map:
+            student_state = student_out.hidden_states[s_index]
+            if self.projection is not None:
+                if self.projection.weight.device != student_state.device:
+                    self.projection.to(student_state.device)
+                student_state = self.projection(student_state)
+            terms.append(
+                hidden_state_loss(
+                    student_state,
+                    teacher_out.hidden_states[t_index],
+                    inputs.get("attention_mask"),
+                    self.config.hidden_loss,
+                )
+            )
+        return torch.stack(terms).mean()
+
+    def parameter_groups(self, model: nn.Module, learning_rate: float, weight_decay: float) -> list[dict]:
+        groups = super().parameter_groups(model, learning_rate, weight_decay)
+        if self.projection is not None:
+            groups.append({"params": list(self.projection.parameters()), "weight_decay": 0.0, "lr": learning_rate})
+        return groups
+
+    # --- reporting ---------------------------------------------------------------------------------------------
+
+    def extra_results(self, model: nn.Module, metrics: dict, output_dir: Path) -> dict:
+        from hftransfer.models.loading import count_parameters
+        from hftransfer.strategies.distill.teachers import weights_on_disk
+
+        teacher_eval = self._report.get("teacher_eval", {})
+        teacher_params = sum(p.numel() for p in self.teacher.parameters())
+        student_params = count_parameters(model)[1]
+        result = {
+            "teacher_model": self.loaded.location,
+            "teacher_logits": self._report.get("teacher_logits"),
+            "teacher_cache_s": self._report.get("teacher_cache_s"),
+            "temperature": self.config.temperature,
+            "alpha": self.config.alpha,
+            "hidden_loss": self.config.hidden_loss,
+            "student_layers": self.config.student_layers,
+            "teacher": {
+                "accuracy": teacher_eval.get("accuracy"),
+                "f1": teacher_eval.get("f1"),
+                "params": teacher_params,
+                "size_bytes": self.loaded.size_bytes,
+            },
+            "student": {
+                "accuracy": metrics["accuracy"],
+                "f1": metrics["f1"],
+                "params": student_params,
+                "size_bytes": weights_on_disk(output_dir),
+            },
+            "retention": metrics["accuracy"] / teacher_eval["accuracy"] if teacher_eval.get("accuracy") else None,
+            "param_ratio": student_params / teacher_params,
+        }
+        if self._latency_inputs is not None:
+            result["latency_ms"] = self._latency(model)
+            for batch_size in ("1", "64"):
+                t, s = result["latency_ms"]["teacher"][batch_size], result["latency_ms"]["student"][batch_size]
+                result[f"speedup_batch{batch_size}"] = t / s if s > 0 else None
+        return result
+
+    def _latency(self, model: nn.Module) -> dict:
+        from hftransfer.evaluation.latency import compare_latency, sample_batches
+
+        device = next(model.parameters()).device
+        self.teacher.to(device)
+        models = {"teacher": self.teacher, "student": model}
+        out: dict[str, dict[str, float]] = {"teacher": {}, "student": {}}
+        for batch_size, count in ((1, 20), (64, 5)):
+            batches = {
+                who: sample_batches(dataset, collator, batch_size, count)
+                for who, (dataset, collator) in self._latency_inputs.items()
+            }
+            timed = compare_latency(models, batches, device, autocast_dtype=self.autocast_dtype)
+            for who, ms in timed.items():
+                out[who][str(batch_size)] = ms
+        return out
+
+    @classmethod
+    def report_lines(cls, results: dict) -> list[str]:
+        d = results.get(cls.name)
+        if not d:
+            return []
+        rows = [("", "teacher", "student")]
+        for key, fmt in (("accuracy", "{:.4f}"), ("f1", "{:.4f}"), ("params", "{:,}")):
+            rows.append((key, fmt.format(d["teacher"][key]), fmt.format(d["student"][key])))
+        rows.append(
+            ("size", f"{d['teacher']['size_bytes'] / 2**20:.1f} MiB", f"{d['student']['size_bytes'] / 2**20:.1f} MiB")
+        )
+        for batch_size in ("1", "64"):
+            if "latency_ms" in d:
+                t, s = d["latency_ms"]["teacher"][batch_size], d["latency_ms"]["student"][batch_size]
+                rows.append((f"latency b{batch_size}", f"{t:.1f} ms", f"{s:.1f} ms"))
+        lines = [f"distillation from {d['teacher_model']} (teacher logits {d['teacher_logits']}):"]
+        lines += [f"  {a:<12}{b:>14}{c:>14}" for a, b, c in rows]
+        summary = f"  retention {d['retention']:.3f}" if d.get("retention") is not None else "  retention n/a"
+        if "speedup_batch1" in d:
+            summary += f", speedup {d['speedup_batch1']:.2f}x (batch 1), {d['speedup_batch64']:.2f}x (batch 64)"
+        lines.append(summary + f", params {d['param_ratio']:.2f}x")
+        return lines

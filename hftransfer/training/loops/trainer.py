@@ -1,0 +1,198 @@
+"""The Hugging Face `Trainer` loop, driven through the strategy interface."""
+
+from __future__ import annotations
+
+import logging
+import math
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+from transformers import EarlyStoppingCallback, Trainer, TrainerCallback, TrainingArguments
+from transformers.trainer_callback import PrinterCallback
+
+from hftransfer.config.recipe import RunConfig
+from hftransfer.data import PreparedData
+from hftransfer.data.loaders import eval_loader, train_loader
+from hftransfer.errors import UserError
+from hftransfer.evaluation.metrics import classification_metrics, scalar_metrics
+from hftransfer.strategies.base import Strategy
+from hftransfer.training.checkpoints import CHECKPOINTS_DIR, find_checkpoint
+from hftransfer.training.loops.common import LoopResult
+from hftransfer.training.optim import build_optimizer
+from hftransfer.training.precision import resolve_precision
+
+logger = logging.getLogger("hftransfer")
+
+
+class _LogLines(TrainerCallback):
+    """Loss/eval log lines on stderr (Trainer's PrinterCallback prints to stdout, which JSON output owns)."""
+
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        if state.is_world_process_zero and logs:
+            logger.info(
+                "step %d: %s",
+                state.global_step,
+                {k: float(f"{v:.4g}") if isinstance(v, float) else v for k, v in logs.items()},  # lr 4.6e-05, not 0.0
+            )
+
+
+class StrategyTrainer(Trainer):
+    """`Trainer` whose loss, optimizer groups and batches come from hftransfer's shared pieces."""
+
+    loss_is_scaled_for_ga = False  # strategies return a per-batch mean; Trainer divides by accumulation
+
+    def __init__(self, *args, strategy: Strategy, run_config: RunConfig, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.strategy = strategy
+        self.run_config = run_config
+        self.train_samples_seen = 0
+
+    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        loss, logits = self.strategy.loss(model, inputs)
+        if model.training:
+            self.train_samples_seen += int(inputs["labels"].shape[0])
+        return (loss, {"logits": logits}) if return_outputs else loss
+
+    def create_optimizer(self, model=None):
+        if self.optimizer is None:
+            self.optimizer = build_optimizer(self.strategy, model or self.model, self.run_config.train)
+        return self.optimizer
+
+    def get_train_dataloader(self) -> torch.utils.data.DataLoader:
+        loader = train_loader(
+            self.train_dataset,
+            self.run_config.data,
+            self.args.per_device_train_batch_size,
+            self.args.seed,
+            self.data_collator,
+            self.args.dataloader_num_workers,
+        )
+        return self.accelerator.prepare(loader)
+
+    def get_eval_dataloader(self, eval_dataset=None) -> torch.utils.data.DataLoader:
+        dataset = eval_dataset if eval_dataset is not None else self.eval_dataset
+        loader = eval_loader(dataset, self.data_collator, self.args.per_device_eval_batch_size)
+        return self.accelerator.prepare(loader)
+
+
+class _StrategySteps(TrainerCallback):
+    def __init__(self, strategy: Strategy, steps_per_epoch: int) -> None:
+        self.strategy, self.steps_per_epoch = strategy, steps_per_epoch
+
+    def on_step_begin(self, args, state, control, model=None, **kwargs):
+        self.strategy.on_step(model, state.global_step, self.steps_per_epoch)
+
+
+class _EpochTimer(TrainerCallback):
+    """`on_epoch_end` runs before the epoch's evaluation, so the times are training steps only."""
+
+    def __init__(self) -> None:
+        self.times: list[float] = []
+        self._started = 0.0
+
+    def on_epoch_begin(self, args, state, control, **kwargs):
+        self._started = time.perf_counter()
+
+    def on_epoch_end(self, args, state, control, **kwargs):
+        self.times.append(time.perf_counter() - self._started)
+
+
+def training_arguments(config: RunConfig, work_dir: Path) -> TrainingArguments:
+    train = config.train
+    precision = resolve_precision(train.precision)
+    evaluate_by_steps = train.eval_steps is not None
+    keep_best = train.load_best_at_end or train.early_stopping_patience is not None
+    if keep_best and train.save_steps and (not evaluate_by_steps or train.save_steps % train.eval_steps):
+        raise UserError(
+            "train.loop=trainer can keep the best checkpoint alongside periodic ones only when train.save_steps is "
+            "a multiple of train.eval_steps. Set them so, leave train.save_steps empty, or use train.loop=accelerate."
+        )
+    return TrainingArguments(
+        output_dir=str(work_dir / "checkpoints"),
+        num_train_epochs=train.epochs,
+        max_steps=train.max_steps,
+        per_device_train_batch_size=train.batch_size,
+        per_device_eval_batch_size=train.eval_batch_size,
+        gradient_accumulation_steps=train.gradient_accumulation_steps,
+        learning_rate=train.learning_rate,
+        weight_decay=train.weight_decay,
+        warmup_steps=train.warmup_ratio,
+        lr_scheduler_type=train.lr_scheduler,
+        max_grad_norm=train.max_grad_norm,
+        seed=train.seed,
+        bf16=precision == "bf16",
+        fp16=precision == "fp16",
+        use_cpu=not torch.cuda.is_available(),
+        eval_strategy="steps" if evaluate_by_steps else "epoch",
+        eval_steps=train.eval_steps,
+        save_strategy="steps" if train.save_steps else ("best" if keep_best else "no"),
+        save_steps=train.save_steps or 500,
+        save_total_limit=train.save_total_limit,
+        load_best_model_at_end=keep_best,
+        metric_for_best_model=train.best_metric,
+        greater_is_better=train.greater_is_better,
+        logging_steps=train.logging_steps,
+        report_to=train.report_to or "none",
+        dataloader_num_workers=train.num_workers,
+        remove_unused_columns=False,
+        label_names=["labels"],
+        disable_tqdm=not sys.stderr.isatty(),  # bars in a terminal; loss/eval log lines everywhere
+    )
+
+
+def run_trainer_loop(
+    config: RunConfig,
+    model,
+    strategy: Strategy,
+    data: PreparedData,
+    collator,
+    work_dir: Path,
+    callbacks: Sequence[TrainerCallback] = (),
+):
+    """Train with `Trainer`; extra `callbacks` (e.g. bench/throughput.py's timer) see every step."""
+    label_names = list(data.labels.names)
+
+    def compute_metrics(prediction) -> dict[str, float]:
+        logits = prediction.predictions[0] if isinstance(prediction.predictions, tuple) else prediction.predictions
+        return scalar_metrics(classification_metrics(prediction.label_ids, np.asarray(logits), label_names=label_names))
+
+    trainer = StrategyTrainer(
+        model=model,
+        args=training_arguments(config, work_dir),
+        train_dataset=data.train,
+        eval_dataset=data.validation,
+        data_collator=collator,
+        compute_metrics=compute_metrics,
+        strategy=strategy,
+        run_config=config,
+        callbacks=list(callbacks) or None,
+    )
+    # Optimizer steps per epoch, the unit `on_step` counts in (the last accumulation group may be short).
+    steps_per_epoch = math.ceil(len(trainer.get_train_dataloader()) / config.train.gradient_accumulation_steps)
+    trainer.add_callback(_StrategySteps(strategy, steps_per_epoch))
+    epoch_timer = _EpochTimer()
+    trainer.add_callback(epoch_timer)
+    if trainer.args.disable_tqdm:
+        trainer.remove_callback(PrinterCallback)
+        trainer.add_callback(_LogLines())
+    if config.train.early_stopping_patience is not None:
+        trainer.add_callback(EarlyStoppingCallback(early_stopping_patience=config.train.early_stopping_patience))
+    # Trainer writes trainer_state.json last, so a checkpoint holding it is complete.
+    resume = find_checkpoint(config.train.resume_from, work_dir / CHECKPOINTS_DIR, marker="trainer_state.json")
+    started = time.perf_counter()
+    trainer.train(resume_from_checkpoint=str(resume) if resume is not None else None)
+    runtime = time.perf_counter() - started
+    losses = [entry["loss"] for entry in trainer.state.log_history if "loss" in entry]
+    return LoopResult(
+        model=trainer.model,
+        train_runtime_s=runtime,
+        train_samples=trainer.train_samples_seen,
+        global_steps=trainer.state.global_step,
+        losses=losses,
+        log_history=trainer.state.log_history,
+        epoch_train_s=epoch_timer.times,
+    )
