@@ -73,7 +73,7 @@ from hftransfer.models.loading import load_classifier, load_tokenizer
 from hftransfer.strategies import build_strategy
 from hftransfer.training.loops.trainer import run_trainer_loop, training_arguments
 from hftransfer.training.optim import build_optimizer, build_scheduler
-from hftransfer.training.precision import autocast_dtype, resolve_precision
+from hftransfer.training.runtime import autocast_dtype, resolve_precision
 
 datasets.disable_progress_bars()
 transformers.logging.set_verbosity_error()

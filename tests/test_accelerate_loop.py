@@ -15,8 +15,8 @@ import torch
 from safetensors.torch import load_file
 from transformers import AutoTokenizer, BertConfig, BertForSequenceClassification
 
+from hftransfer.artifacts.layout import LOG_HISTORY_FILE
 from hftransfer.errors import UserError
-from hftransfer.training.loops.accelerate import LOG_HISTORY_FILE
 from hftransfer.training.pipeline import train
 
 REPO = Path(__file__).resolve().parents[1]

@@ -210,7 +210,7 @@ def test_predict_round_trip_matches_the_training_run_eval(full_run, toy_files):
     assert again["accuracy"] == results["eval"]["accuracy"]
 
     encoded = encode_run_split(run, "validation")
-    collator = get_task(run.config.task).make_collator(run.tokenizer, run.config.data)
+    collator = get_task(run.config.task).collator(run.tokenizer, run.config.data)
     eval_scores = softmax(dataset_logits(run.model, encoded, collator, batch_size=64))
     np.testing.assert_allclose(scores, eval_scores, atol=1e-6)
 

@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 import hashlib
-from pathlib import Path
-
 import importlib.util
 import sys
+from pathlib import Path
 
 import pytest
 

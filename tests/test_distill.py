@@ -19,7 +19,8 @@ from hftransfer.cli import main
 from hftransfer.config.recipe import load_config
 from hftransfer.config.schema import ConfigError
 from hftransfer.data import DynamicPaddingCollator, LabelMap, prepare_text_data
-from hftransfer.data.text import tokenize_split
+from hftransfer.data.text import tokenize_split, tokenizer_difference
+from hftransfer.errors import UserError
 from hftransfer.models.students import StudentError, keep_layers
 from hftransfer.models.tasks import resolve_task
 from hftransfer.strategies import build_strategy
@@ -35,7 +36,6 @@ from hftransfer.strategies.distill.teachers import (
     TeacherError,
     check_label_mapping,
     check_teacher_accuracy,
-    tokenizer_difference,
 )
 from hftransfer.training.pipeline import train
 
@@ -255,7 +255,7 @@ def test_tokenizer_difference_names_what_differs(tiny_bert_dir):
     short = AutoTokenizer.from_pretrained(tiny_bert_dir, model_max_length=16)
     assert tokenizer_difference(tokenizer, short, "t", 128) == "the teacher reads at most 16 tokens"
     assert tokenizer_difference(tokenizer, short, "t", 16) is None  # both truncate to data.max_length
-    with pytest.raises(TeacherError, match="no tokenizer files"):
+    with pytest.raises(UserError, match="no tokenizer files"):
         tokenizer_difference(tokenizer, None, "t", 128)
 
 
@@ -341,13 +341,12 @@ def test_cached_and_live_teacher_logits_give_the_same_loss(tiny_bert_dir, toy_fi
 
 def test_mask_augment_feeds_teacher_and_student_the_same_masked_real_tokens(tiny_bert_dir, toy_files):
     tokenizer = AutoTokenizer.from_pretrained(tiny_bert_dir)
-    config = resolve_task(load_config(None, _data_overrides(toy_files, Path("unused"))))
     texts = [line.split("\t")[0] for line in toy_files[0].read_text().splitlines()[1:17]]
     batch = _batch(tokenizer, texts, [i % 2 for i in range(16)])
     teacher, student = _tiny_classifier(layers=2, seed=3), _tiny_classifier(layers=1, seed=4).train()
     strategy = DistillStrategy(DistillConfig(mask_augment=0.4, cache_teacher_logits=False), teacher=teacher)
     strategy.prepare(student)
-    strategy._mask_token = strategy._mask_token_ids(tokenizer, config)
+    strategy._mask_token = strategy._mask_token_ids(tokenizer)
     seen = {}
     for name, model in (("teacher", teacher), ("student", student)):
         model.register_forward_pre_hook(

@@ -259,7 +259,7 @@ def test_lora_adapter_trains_only_adapters_and_reloads_identically(tiny_resnet, 
     task = get_task("image-classification")
     raw = task.load_splits(run.config.data)["validation"]
     rows = task.encode_split(raw, run.labels, run.config.data, "validation", run.tokenizer)
-    collator = task.make_collator(run.tokenizer, run.config.data)
+    collator = task.collator(run.tokenizer, run.config.data)
     logits = dataset_logits(run.model, rows, collator)
     again = dataset_logits(load_run(out).model, rows, collator)
     np.testing.assert_array_equal(logits, again)

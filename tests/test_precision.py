@@ -3,8 +3,8 @@
 import pytest
 import torch
 
-from hftransfer.training import precision as common
-from hftransfer.training.precision import resolve_precision
+from hftransfer.training import runtime as common
+from hftransfer.training.runtime import resolve_precision
 
 
 @pytest.mark.parametrize(("native_bf16", "expected"), [(True, "bf16"), (False, "fp32")])

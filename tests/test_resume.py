@@ -14,7 +14,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from hftransfer.artifacts.layout import OutputDirError
+from hftransfer.artifacts.layout import LOG_HISTORY_FILE, OutputDirError
 from hftransfer.training.checkpoints import (
     PROGRESS_FILE,
     CheckpointError,
@@ -25,7 +25,6 @@ from hftransfer.training.checkpoints import (
     publish_checkpoint,
     staging_name,
 )
-from hftransfer.training.loops.accelerate import LOG_HISTORY_FILE
 from hftransfer.training.pipeline import train
 
 REPO = Path(__file__).resolve().parents[1]

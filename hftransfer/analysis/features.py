@@ -16,7 +16,6 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -24,16 +23,17 @@ import torch
 from datasets import Dataset
 from torch import nn
 
+from hftransfer.artifacts.saved import is_adapter_folder
 from hftransfer.config.locations import resolve_location
 from hftransfer.config.recipe import DataConfig, ModelConfig, load_config
-from hftransfer.data.labels import LabelMap, require_columns
+from hftransfer.data.labels import LabelMap, require_columns, require_two_classes
 from hftransfer.data.sources import DataError
 from hftransfer.errors import UserError
 from hftransfer.models.loading import ModelError
-from hftransfer.models.tasks import IMAGE, TEXT, get_task
+from hftransfer.models.tasks import checkpoint_task, get_task
 
 if TYPE_CHECKING:
-    from transformers import PretrainedConfig
+    pass
 
 RECIPE_SUFFIXES = (".yaml", ".yml")
 LAYER_CHOICES = ("last", "mean")
@@ -81,40 +81,21 @@ def data_config(spec: DataSpec) -> tuple[DataConfig, str | None]:
     return dataclasses.replace(data, **changes), declared
 
 
-def checkpoint_config(name: str) -> PretrainedConfig:
-    """The candidate's config. Fails early, naming the checkpoint, when it cannot be read."""
-    from transformers import AutoConfig
-
-    from hftransfer.strategies.lora.strategy import is_adapter_folder
-
-    location = resolve_location(name)
-    if is_adapter_folder(location):
+def checkpoint_task_of(name: str) -> str:
+    """Text or image: the candidate's modality. An adapter folder is refused (features need a whole model)."""
+    if is_adapter_folder(resolve_location(name)):
         raise ModelError(
             f"'{name}' holds a LoRA/IA3 adapter, not a whole model. Merge it first "
             f"(`hftransfer export {name} --merge --out FOLDER`) and pass FOLDER."
         )
-    try:
-        pretrained = AutoConfig.from_pretrained(location)
-    except (OSError, ValueError) as err:
-        raise ModelError(
-            f"Cannot read checkpoint '{name}': {str(err).rstrip('.')}. Give a Hub id, a local model folder "
-            "(config.json and safetensors weights) or a pkg:<package>/<path>."
-        ) from err
-    return pretrained
-
-
-def checkpoint_task(name: str) -> str:
-    """Text or image: the candidate's modality."""
-    from hftransfer.models.images import is_image_model_type
-
-    return IMAGE if is_image_model_type(checkpoint_config(name).model_type) else TEXT
+    return checkpoint_task(name)
 
 
 def common_task(models: Sequence[str], declared: str | None = None) -> str:
     """The one modality every candidate (and the recipe, if it names one) shares."""
     if not models:
         raise UserError("No models given; name at least one checkpoint.")
-    found = {name: checkpoint_task(name) for name in models}
+    found = {name: checkpoint_task_of(name) for name in models}
     kinds = set(found.values())
     if len(kinds) > 1:
         raise UserError(f"The checkpoints mix text and image models ({found}); compare one modality at a time.")
@@ -134,53 +115,23 @@ def read_rows(spec: DataSpec, data: DataConfig, task: str) -> Dataset:
             raise DataError(f"{spec.location} has no '{spec.split}' split; it has {sorted(splits)}.")
         rows = splits[spec.split]
     else:
-        rows = _read_location(resolve_location(spec.location), data, task)
+        rows = get_task(task).read_path(resolve_location(spec.location), data)
     if spec.max_rows is not None and len(rows) > spec.max_rows:
         rows = rows.shuffle(seed=spec.seed).select(range(spec.max_rows))
-    if task == IMAGE:
-        from hftransfer.data.images import check_images
-
-        rows = check_images(rows, spec.location)[0]  # every image opens, or the error names it
-    else:
-        require_columns(rows, list(data.text_columns), spec.location, spec.option("text_columns"))
-    return rows
-
-
-def _read_location(path: str, data: DataConfig, task: str) -> Dataset:
-    if Path(path).is_dir():
-        if task != IMAGE:
-            raise DataError(f"{path} is a folder; text data is one csv/tsv/json/jsonl/parquet or .txt file.")
-        from hftransfer.data.images import as_image_refs
-        from hftransfer.data.sources import load_image_folders
-
-        return as_image_refs(
-            load_image_folders(dataclasses.replace(data, train_dir=path))["train"], data.images, None, path
-        )
-    if not Path(path).is_file():
-        raise DataError(f"{path} does not exist.")
-    if path.endswith(".txt"):
-        if task != TEXT:
-            raise DataError(f"{path}: a .txt file holds texts, but the checkpoints are image models.")
-        lines = [line.strip() for line in Path(path).read_text(encoding="utf-8").splitlines() if line.strip()]
-        if not lines:
-            raise DataError(f"{path} has no non-empty lines.")
-        return Dataset.from_dict({data.text_columns[0]: lines})
-    return get_task(task).load_file(path, data)
+    return get_task(task).check_feature_rows(rows, data, spec.location, spec.option("text_columns"))
 
 
 def label_rows(rows: Dataset, data: DataConfig, spec: DataSpec) -> tuple[Dataset, LabelMap]:
     """Rows with integer `labels` (ids discovered as in training) and the label map."""
     require_columns(rows, [data.label_column], spec.location, spec.option("label_column"))
-    labels = LabelMap.discover(rows, data.label_column, data.label_names)
-    if labels.num_labels < 2:
-        raise DataError(f"{spec.location} has a single class {list(labels.names)}; ranking needs at least two.")
+    labels = require_two_classes(LabelMap.discover(rows, data.label_column, data.label_names), spec.location)
     return labels.encode(rows, data.label_column, spec.location), labels
 
 
 def check_layers_choice(layers: str, task: str) -> None:
     if layers not in LAYER_CHOICES:
         raise UserError(f"Unknown feature layers '{layers}'; choose one of {', '.join(LAYER_CHOICES)}.")
-    if layers == "mean" and task != TEXT:
+    if layers == "mean" and not get_task(task).averages_layers:
         raise UserError(
             "Layer-mean features average hidden states of one width, which text encoders have; an image model's "
             "stages differ in width. Use the last layer's features (--layers last) for image checkpoints."
@@ -189,27 +140,8 @@ def check_layers_choice(layers: str, task: str) -> None:
 
 def load_feature_model(name: str, task: str, layers: str = "last") -> tuple[nn.Module, Callable]:
     """The checkpoint and a `read(output, inputs) -> [batch, dims]` that pulls the features out of a forward pass."""
-    from transformers import AutoModel, AutoModelForImageClassification
-
-    from hftransfer.models.pooling import masked_mean
-
     check_layers_choice(layers, task)
-    location = resolve_location(name)
-    if task == TEXT:
-        model = AutoModel.from_pretrained(location, use_safetensors=True)
-        if layers == "mean":
-            model.config.output_hidden_states = True
-            return model, lambda output, inputs: torch.stack(
-                [masked_mean(states, inputs.get("attention_mask")) for states in output.hidden_states]
-            ).mean(dim=0)
-        return model, lambda output, inputs: masked_mean(output.last_hidden_state, inputs.get("attention_mask"))
-    model = AutoModelForImageClassification.from_pretrained(location, use_safetensors=True)
-    head = getattr(model, "classifier", None)
-    if not isinstance(head, nn.Module):
-        raise ModelError(f"'{name}' ({type(model).__name__}) has no `classifier` head whose input could be read.")
-    seen: dict[str, torch.Tensor] = {}
-    head.register_forward_pre_hook(lambda _module, args: seen.__setitem__("x", args[0]))
-    return model, lambda _output, _inputs: seen.pop("x").flatten(1)
+    return get_task(task).feature_model(name, layers)
 
 
 def extract_features(
@@ -224,18 +156,11 @@ def extract_features(
     """[rows, dims] float32 features of checkpoint `name`, in row order; `layers` as in LAYER_CHOICES."""
     from hftransfer.evaluation.inference import dataset_outputs
 
-    pipeline = get_task(task)
-    processor = pipeline.load_processor(ModelConfig(name_or_path=name))
-    if task == TEXT:
-        from hftransfer.data import tokenize_split
-
-        encoded = tokenize_split(rows, processor, data, "features")
-    else:
-        from hftransfer.data.images import IMAGE_COLUMN
-
-        encoded = rows.select_columns([c for c in (IMAGE_COLUMN, "labels") if c in rows.column_names])
+    modality = get_task(task)
+    processor = modality.load_processor(ModelConfig(name_or_path=name))
+    encoded = modality.encode_inputs(rows, data, "features", processor)
     model, read = load_feature_model(name, task, layers)
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
     model.to(device)
-    collator = pipeline.make_collator(processor, data)
+    collator = modality.collator(processor, data)
     return dataset_outputs(model, encoded, collator, read, batch_size, device)

@@ -20,7 +20,6 @@ import numpy as np
 from hftransfer.analysis.features import (
     DataSpec,
     check_layers_choice,
-    checkpoint_config,
     common_task,
     data_config,
     extract_features,
@@ -29,7 +28,8 @@ from hftransfer.analysis.features import (
 )
 from hftransfer.analysis.transferability import h_score, linear_probe, logme
 from hftransfer.errors import UserError
-from hftransfer.models.tasks import TEXT
+from hftransfer.models.loading import checkpoint_config
+from hftransfer.models.tasks import get_task
 
 SIZE_CAVEAT = (
     "Caveat: these candidates differ in depth or width (blocks x width: {sizes}). Frozen-feature scores do not "
@@ -61,7 +61,7 @@ def size_caveat(candidates: Sequence[dict]) -> str | None:
 def feature_layers(layers: str, task: str) -> str:
     """`auto`: the layer mean for text (checked against fine-tuning on SST-2 and a held-out topic task), else last."""
     if layers == "auto":
-        layers = "mean" if task == TEXT else "last"
+        layers = "mean" if get_task(task).averages_layers else "last"
     check_layers_choice(layers, task)
     return layers
 

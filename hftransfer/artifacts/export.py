@@ -5,8 +5,8 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
-from hftransfer.artifacts.layout import publish, staging_dir
-from hftransfer.artifacts.saved import LABELS_FILE, RECIPE_FILE, load_run
+from hftransfer.artifacts.layout import LABELS_FILE, RECIPE_FILE, publish, staging_dir
+from hftransfer.artifacts.saved import load_run
 from hftransfer.errors import UserError
 
 

@@ -24,8 +24,10 @@ from huggingface_hub import CommitOperationAdd, HfApi, constants, get_token
 from huggingface_hub.errors import HfHubHTTPError, RepositoryNotFoundError, RevisionNotFoundError
 
 from hftransfer.artifacts.card import base_model_id, write_model_card
+from hftransfer.artifacts.layout import ADAPTER_CONFIG_FILE, CARD_FILE, RECIPE_FILE, RESULTS_FILE
+from hftransfer.artifacts.saved import is_adapter_folder
+from hftransfer.config.recipe import load_config, save_config
 from hftransfer.errors import UserError
-from hftransfer.strategies.lora.strategy import ADAPTER_CONFIG_FILE, is_adapter_folder
 
 try:  # huggingface_hub 2.x ships its HTTP client as `httpx2`; 1.x used `httpx`
     import httpx2 as _httpx
@@ -34,7 +36,7 @@ except ImportError:  # pragma: no cover
 
 logger = logging.getLogger("hftransfer")
 
-REQUIRED_FILES = ("results.json", "config.yaml")
+REQUIRED_FILES = (RESULTS_FILE, RECIPE_FILE)
 UPLOAD_SUBFOLDERS = ("onnx",)
 """Subfolders published with the model; others (checkpoints/, runs/) stay local."""
 SKIPPED_FILES = {"training_args.bin", "optimizer.pt", "scheduler.pt", "trainer_state.json", ".gitignore"}
@@ -109,7 +111,7 @@ def stage_upload(
         _stage_merged(output_dir, staging)
     else:
         for relative in upload_candidates(output_dir):
-            if relative == "README.md":
+            if relative == CARD_FILE:
                 continue  # regenerated below for the repo
             (staging / relative).parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(output_dir / relative, staging / relative)
@@ -120,12 +122,9 @@ def stage_upload(
 
 
 def _record_base_model(staging: Path, base_model: str, rewrite_adapter: bool) -> None:
-    import yaml
-
-    recipe_file = staging / "config.yaml"
-    recipe = yaml.safe_load(recipe_file.read_text()) or {}
-    recipe.setdefault("hub", {})["base_model"] = base_model
-    recipe_file.write_text(yaml.safe_dump(recipe, sort_keys=False))
+    recipe = load_config(staging / RECIPE_FILE)
+    recipe.hub.base_model = base_model
+    save_config(recipe, staging / RECIPE_FILE)
     if rewrite_adapter:
         adapter_file = staging / ADAPTER_CONFIG_FILE
         adapter_config = json.loads(adapter_file.read_text())
@@ -138,7 +137,7 @@ def _stage_merged(output_dir: Path, staging: Path) -> None:
     from hftransfer.artifacts.export import export_run
 
     export_run(output_dir, staging, merge=True, overwrite=True)
-    shutil.copy2(output_dir / "results.json", staging / "results.json")
+    shutil.copy2(output_dir / RESULTS_FILE, staging / RESULTS_FILE)
 
 
 def dry_run(
@@ -167,11 +166,10 @@ def resolve_base_model(output_dir: str | Path, base_model: str | None = None) ->
     """The hub id of the base model: explicit, else from the recipe or adapter config when it is a hub id."""
     if base_model:
         return base_model
-    import yaml
-
     output_dir = Path(output_dir)
-    recipe_file = output_dir / "config.yaml"
-    recipe = (yaml.safe_load(recipe_file.read_text()) or {}) if recipe_file.is_file() else {}
+    if not (output_dir / RECIPE_FILE).is_file():
+        return None  # not a finished output folder: staging says so
+    recipe = load_config(output_dir / RECIPE_FILE)
     adapter_file = output_dir / ADAPTER_CONFIG_FILE
     adapter = json.loads(adapter_file.read_text()) if adapter_file.is_file() else None
     return base_model_id(recipe, adapter)

@@ -1,4 +1,5 @@
-"""Output folders that are never half-written: a run works in `<out>.incomplete` and is renamed at the end."""
+"""The output folder: what it holds, named in one place, and how it is written so that it is never half-written
+(a run works in `<out>.incomplete` and is renamed into place at the end)."""
 
 from __future__ import annotations
 
@@ -8,6 +9,19 @@ from pathlib import Path
 from typing import Any
 
 from hftransfer.errors import UserError
+
+RECIPE_FILE = "config.yaml"
+"""The fully resolved recipe; its presence marks an hftransfer output folder."""
+RESULTS_FILE = "results.json"
+LABELS_FILE = "labels.json"
+"""Class names in id order and the label values the data used for them."""
+CARD_FILE = "README.md"
+LOG_HISTORY_FILE = "log_history.json"
+CHECKPOINTS_DIR = "checkpoints"
+ADAPTER_CONFIG_FILE = "adapter_config.json"
+"""Written by peft (`peft.utils.CONFIG_NAME`) beside the adapter weights: the folder holds an adapter."""
+ONNX_FILE = "model.onnx"
+ONNX_REPORT_FILE = "onnx_check.json"
 
 INCOMPLETE_SUFFIX = ".incomplete"
 

@@ -9,14 +9,12 @@ from typing import Any
 
 from transformers import PreTrainedModel
 
+from hftransfer.artifacts.layout import ADAPTER_CONFIG_FILE, LABELS_FILE, RECIPE_FILE
 from hftransfer.config.recipe import RunConfig, load_config
 from hftransfer.data.labels import LabelMap
 from hftransfer.models.tasks import get_task, resolve_task
-from hftransfer.strategies.lora.strategy import is_adapter_folder, load_adapter_classifier
-
-RECIPE_FILE = "config.yaml"
-RESULTS_FILE = "results.json"
-LABELS_FILE = "labels.json"
+from hftransfer.strategies.base import Strategy
+from hftransfer.strategies.registry import strategy_class
 
 
 @dataclass
@@ -29,22 +27,50 @@ class SavedRun:
     labels: LabelMap
 
 
-def load_run(folder: str | Path) -> SavedRun:
+def is_run_folder(folder: str | Path) -> bool:
+    return (Path(folder) / RECIPE_FILE).is_file()
+
+
+def is_adapter_folder(folder: str | Path) -> bool:
+    """A peft adapter (its base model loads separately), an hftransfer LoRA run or a bare adapter."""
+    return (Path(folder) / ADAPTER_CONFIG_FILE).is_file()
+
+
+def read_labels(folder: str | Path) -> LabelMap | None:
+    """The label map a run saved (`labels.json`), or None when the folder has none."""
+    path = Path(folder) / LABELS_FILE
+    if not path.is_file():
+        return None
+    saved = json.loads(path.read_text())
+    return LabelMap(names=tuple(saved["names"]), raw_values=tuple(saved["raw_values"]))
+
+
+def write_labels(folder: str | Path, labels: LabelMap) -> None:
+    from hftransfer.artifacts.layout import write_json
+
+    write_json(Path(folder) / LABELS_FILE, {"names": list(labels.names), "raw_values": list(labels.raw_values)})
+
+
+def read_recipe(folder: str | Path) -> RunConfig:
+    """The run's saved recipe through the schema, `task: auto` resolved."""
     folder = Path(folder)
-    recipe = folder / RECIPE_FILE
-    if not recipe.is_file():
+    if not is_run_folder(folder):
         raise FileNotFoundError(f"{folder} is not an hftransfer output folder (no {RECIPE_FILE}).")
-    config = resolve_task(load_config(recipe))
+    return resolve_task(load_config(folder / RECIPE_FILE))
+
+
+def load_run(folder: str | Path) -> SavedRun:
+    """The run's model as its strategy saved it (a whole model, or base + adapter), in eval mode."""
+    folder = Path(folder)
+    config = read_recipe(folder)
     task = get_task(config.task)
     tokenizer = task.load_saved_processor(folder)
-    labels_file = folder / LABELS_FILE
-    saved = json.loads(labels_file.read_text()) if labels_file.is_file() else None
-    labels = LabelMap(names=tuple(saved["names"]), raw_values=tuple(saved["raw_values"])) if saved else None
-    if is_adapter_folder(folder):  # LoRA/IA3 run: base model from the recipe, adapter from the folder
-        if labels is None:
-            raise FileNotFoundError(f"{folder} holds an adapter but no {LABELS_FILE} to size its classifier.")
-        model = load_adapter_classifier(folder, config.model, labels, task=config.task)
-    else:
-        model = task.load_saved_model(folder, config.model)
+    labels = read_labels(folder)
+    strategy = strategy_class(config.strategy.name)
+    if strategy.saves_adapter and not is_adapter_folder(folder):
+        strategy = Strategy  # an adapter run exported merged (`export --merge`): a whole model now
+    if strategy.saves_adapter and labels is None:
+        raise FileNotFoundError(f"{folder} holds an adapter but no {LABELS_FILE} to size its classifier.")
+    model = strategy.load_saved(folder, config, labels, task)
     labels = labels or LabelMap.from_model_config(model.config.id2label)
     return SavedRun(folder, config, model.eval(), tokenizer, labels)

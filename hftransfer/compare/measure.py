@@ -50,7 +50,7 @@ def measure_latency(folders: dict[str, Path]) -> dict[str, dict[str, float]]:
     from hftransfer.evaluation.latency import compare_latency, sample_batches
     from hftransfer.evaluation.scoring import encode_run_split
     from hftransfer.models.tasks import get_task
-    from hftransfer.training.precision import autocast_dtype, resolve_precision
+    from hftransfer.training.runtime import autocast_dtype, resolve_precision
 
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     runs = {name: load_run(folder) for name, folder in folders.items()}
@@ -61,7 +61,7 @@ def measure_latency(folders: dict[str, Path]) -> dict[str, dict[str, float]]:
     for members in groups.values():
         first = runs[members[0]]
         rows = encode_run_split(first, "validation")
-        collator = get_task(first.config.task).make_collator(first.tokenizer, first.config.data)
+        collator = get_task(first.config.task).collator(first.tokenizer, first.config.data)
         dtype = autocast_dtype(resolve_precision(first.config.train.precision))
         models = {name: runs[name].model.to(device) for name in members}
         for size, count in LATENCY_BATCHES:

@@ -1,8 +1,9 @@
 """Turn one recipe and `--strategies` into one run config per strategy, checked before anything trains.
 
-Each run is the recipe with `strategy.name=<s>`, compare's per-strategy defaults (`STRATEGY_DEFAULTS`),
-the user's overrides for every run, then the user's `<s>:key=value` overrides for that run only. All runs
-share the data, seed and every other key, and write into `<report>/runs/<s>`.
+Each run is the recipe with `strategy.name=<s>`, the strategy's compare defaults (`Strategy.compare_defaults`),
+the user's overrides for every run, the user's `<s>:key=value` overrides for that run only, then what the
+strategy's `compare_plan` adds (e.g. distill's teacher: the comparison's own full run). All runs share the
+data, seed and every other key, and write into `<report>/runs/<s>`.
 """
 
 from __future__ import annotations
@@ -12,20 +13,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from hftransfer.config.recipe import RunConfig, load_config
-from hftransfer.config.schema import to_dict
+from hftransfer.config.schema import ConfigError, to_dict
 from hftransfer.errors import UserError
-from hftransfer.strategies import strategy_names
+from hftransfer.strategies import strategy_class, strategy_names
 
 DEFAULT_STRATEGIES = ("full", "frozen", "lora", "distill")
 RUNS_DIR = "runs"
 
-STRATEGY_DEFAULTS: dict[str, tuple[str, ...]] = {
-    # LoRA needs a far higher learning rate than full fine-tuning (recipes/text-sst2-minilm-lora.yaml: 2e-3;
-    # 5e-4 ends ~10 points lower after one epoch). Applied only when the recipe is not itself a LoRA recipe.
-    "lora": ("train.learning_rate=2e-3",),
-    # compare times every run's inference itself, interleaved; the distill-only teacher/student timing is redundant.
-    "distill": ("strategy.distill.measure_latency=false",),
-}
 # Keys that may differ between a finished run and the plan without making the run stale.
 _IGNORED_KEYS = ("train.overwrite_output_dir", "train.resume_from", "hub.")
 
@@ -79,13 +73,14 @@ def split_overrides(overrides: Sequence[str], strategies: Sequence[str]) -> tupl
 def plan_runs(
     recipe: str | Path | None, strategies: Sequence[str], overrides: Sequence[str], report_dir: str | Path
 ) -> list[RunPlan]:
-    """One checked config per strategy (bad keys fail here, before any training); `full` runs before `distill`."""
+    """One checked config per strategy (bad keys fail here, before any training); a run after those it reads."""
     runs_dir = Path(report_dir) / RUNS_DIR
     common, specific = split_overrides(overrides, strategies)
     recipe_strategy = load_config(recipe, common).strategy.name
     plans = []
     for name in strategies:
-        defaults = list(STRATEGY_DEFAULTS.get(name, ())) if name != recipe_strategy else []
+        strategy = strategy_class(name)
+        defaults = list(strategy.compare_defaults) if name != recipe_strategy else []
         user = [*common, *specific[name]]
         forced = [
             f"strategy.name={name}",
@@ -93,57 +88,19 @@ def plan_runs(
             "train.overwrite_output_dir=true",  # reached only for runs that never finished (see runner)
             "hub.push=false",
         ]
-        depends_on: list[str] = []
-        notes: list[str] = []
-        if name == "distill":
-            settings, depends_on, notes = _distill_settings(recipe, user, specific[name], strategies, runs_dir)
-            forced += settings
-        config = load_config(recipe, [*defaults, *user, *forced])
-        plans.append(RunPlan(name, config, runs_dir / name, depends_on, notes))
-    if "distill" in strategies and "full" in strategies:  # the teacher trains first
-        plans.sort(key=lambda p: p.strategy == "distill")
-    return plans
+        try:
+            own = strategy.compare_plan(load_config(recipe, user), specific[name], list(strategies), runs_dir)
+        except ConfigError as err:
+            raise CompareError(str(err)) from None
+        config = load_config(recipe, [*defaults, *user, *forced, *own.overrides])
+        plans.append(RunPlan(name, config, runs_dir / name, list(own.depends_on), list(own.notes)))
+    return _dependencies_first(plans)
 
 
-def _distill_settings(
-    recipe: str | Path | None, user: list[str], distill_only: list[str], strategies: Sequence[str], runs_dir: Path
-) -> tuple[list[str], list[str], list[str]]:
-    """(overrides, dependencies, notes) for the distill run: unless the recipe names a teacher, the teacher is
-    this comparison's `full` run and the student is cut from it (every other block, DistilBERT-style)."""
-    wanted = load_config(recipe, user)  # the recipe as the user left it (any strategy name)
-    if wanted.strategy.distill.teacher:
-        return [], [], [f"distill: teacher {wanted.strategy.distill.teacher} (named by the recipe or overrides)"]
-    if "full" not in strategies:
-        raise CompareError(
-            "distill needs a teacher: add 'full' to --strategies (compare then distils its full run), or name one "
-            "with distill:strategy.distill.teacher=<output folder or Hub id>."
-        )
-    teacher = runs_dir / "full"
-    settings = [f"strategy.distill.teacher={teacher}"]
-    if any(item.partition("=")[0].strip() == "model.name_or_path" for item in distill_only):
-        return settings, ["full"], [f"distill: teacher = the full run; student {wanted.model.name_or_path}"]
-    layers = wanted.strategy.distill.student_layers or _every_other_block(wanted)
-    settings += [f"model.name_or_path={teacher}", f"strategy.distill.student_layers={list(layers)}"]
-    note = f"distill: teacher = the full run; student = its blocks {list(layers)} with its embeddings and head"
-    return settings, ["full"], [note]
-
-
-def _every_other_block(config: RunConfig) -> list[int]:
-    from transformers import AutoConfig
-
-    from hftransfer.config.locations import resolve_location
-
-    model = config.model
-    pretrained = AutoConfig.from_pretrained(
-        resolve_location(model.name_or_path), revision=model.revision, trust_remote_code=model.trust_remote_code
-    )
-    depth = getattr(pretrained, "num_hidden_layers", None)
-    if not isinstance(depth, int) or depth < 1:
-        raise CompareError(
-            f"Cannot cut a distill student from a '{pretrained.model_type}' model (no transformer blocks). Set "
-            "distill:model.name_or_path=<a smaller student> or distill:strategy.distill.student_layers=[...]."
-        )
-    return list(range(0, depth, 2))
+def _dependencies_first(plans: list[RunPlan]) -> list[RunPlan]:
+    """The given order, except that runs reading another run of this comparison (a student its teacher) train last."""
+    names = {plan.strategy for plan in plans}
+    return sorted(plans, key=lambda plan: any(d in names for d in plan.depends_on))
 
 
 def config_differences(saved: RunConfig, planned: RunConfig) -> list[str]:

@@ -13,13 +13,13 @@ import os
 from datetime import datetime, timezone
 from pathlib import Path
 
-from hftransfer.artifacts.layout import write_json
-from hftransfer.artifacts.saved import RECIPE_FILE, RESULTS_FILE
+from hftransfer.artifacts.layout import RECIPE_FILE, RESULTS_FILE, write_json
 from hftransfer.compare.measure import measure_latency, train_in_subprocess
 from hftransfer.compare.plan import CompareError, RunPlan, config_differences, plan_runs
 from hftransfer.compare.plots import MISSING_NOTE, plots_available, write_plots
 from hftransfer.compare.report import RunRow, build_report, markdown
 from hftransfer.config.recipe import load_config, save_config
+from hftransfer.strategies import strategy_class
 
 logger = logging.getLogger("hftransfer")
 
@@ -145,14 +145,5 @@ def _row(plan: RunPlan, work: Path, reused: bool) -> RunRow:
         peak_rss_bytes=measured.get("peak_rss_bytes"),
         train_load_average=measured.get("load_average"),
         learning_rate=plan.config.train.learning_rate,
-        notes=[*plan.notes, *_cost_notes(plan.strategy, results)],
+        notes=[*plan.notes, *strategy_class(plan.strategy).compare_notes(results)],
     )
-
-
-def _cost_notes(strategy: str, results: dict) -> list[str]:
-    """What a row's train time leaves out."""
-    if strategy != "distill":
-        return []
-    cached = (results.get("distill") or {}).get("teacher_cache_s")
-    extra = f" and caching the teacher's train logits ({cached:.1f} s)" if cached else ""
-    return [f"distill: train time leaves out training the teacher{extra}."]

@@ -126,6 +126,9 @@ class TrainConfig:
     """Checkpoints kept (the newest ones, plus the best one when `load_best_at_end` is on)."""
     resume_from: str | None = None
     """`latest`: the newest checkpoint of this output_dir's interrupted run (a fresh start if none); or a folder."""
+    allow_inexact_resume: bool = False
+    """Resume even when the checkpoint's random-number state is missing or unreadable (the run then no longer
+    matches an uninterrupted one); by default that stops the run, naming the file."""
     best_metric: str = "accuracy"
     """Eval metric that picks the best checkpoint and drives early stopping (`loss` is minimised, others maximised)."""
     early_stopping_patience: int | None = None

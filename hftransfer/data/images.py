@@ -25,14 +25,13 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 
 from hftransfer.config.locations import resolve_location
 from hftransfer.config.recipe import DataConfig, ImageDataConfig
-from hftransfer.data.labels import LabelMap, require_columns
-from hftransfer.data.prepared import PreparedData
+from hftransfer.data.labels import LabelMap, require_columns, require_two_classes
+from hftransfer.data.prepared import AUGMENT_COLUMN, PreparedData
 from hftransfer.data.sources import DataError, load_splits, single_file_split
 
 logger = logging.getLogger("hftransfer")
 
 IMAGE_COLUMN = "image"
-AUGMENT_COLUMN = "augment"
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm")
 _NOT_INPUTS = {IMAGE_COLUMN, AUGMENT_COLUMN, "length"}
 
@@ -268,12 +267,11 @@ def encode_image_split(split: Dataset, labels: LabelMap, config: DataConfig, nam
     return check_images(split, name, config.images.on_bad_image)
 
 
-def prepare_image_data(config: DataConfig, processor: Any) -> PreparedData:
-    """Load, label and check every split; flag train rows for augmentation. Errors surface before training."""
-    splits = load_image_splits(config)
-    labels = LabelMap.discover(splits["train"], config.label_column, config.label_names)
-    if labels.num_labels < 2:
-        raise DataError(f"Train has a single class {list(labels.names)}; classification needs at least two.")
+def prepare_image_data(config: DataConfig, processor: Any, raw: DatasetDict | None = None) -> PreparedData:
+    """Load (unless `raw` splits of image references are given), label and check every split; flag train rows
+    for augmentation. Errors surface before training."""
+    splits = load_image_splits(config) if raw is None else raw
+    labels = require_two_classes(LabelMap.discover(splits["train"], config.label_column, config.label_names), "Train")
     encoded, skipped = {}, {}
     for name, split in splits.items():
         encoded[name], skipped[name] = encode_image_split(split, labels, config, name)
@@ -285,7 +283,7 @@ def prepare_image_data(config: DataConfig, processor: Any) -> PreparedData:
     if config.images.augment:
         train = train.add_column(AUGMENT_COLUMN, [True] * len(train))
     notes = {"skipped_images": {k: v for k, v in skipped.items() if v}} if any(skipped.values()) else {}
-    return PreparedData(train, encoded["validation"], encoded.get("test"), labels, notes=notes)
+    return PreparedData(train, encoded["validation"], encoded.get("test"), labels, notes=notes, raw=splits)
 
 
 def expand_image_paths(inputs: Iterable[str]) -> list[str]:
@@ -303,7 +301,20 @@ def expand_image_paths(inputs: Iterable[str]) -> list[str]:
     return paths
 
 
-def image_table(paths: Sequence[str]) -> Dataset:
-    """Unlabelled image references (for `predict`), every one checked."""
-    table = Dataset.from_dict({IMAGE_COLUMN: list(paths)}).cast_column(IMAGE_COLUMN, ImageFeature(decode=False))
-    return check_images(table, "predict")[0]
+def image_refs(paths: Sequence[str]) -> Dataset:
+    """Unlabelled image references (for `predict`), not yet checked."""
+    return Dataset.from_dict({IMAGE_COLUMN: list(paths)}).cast_column(IMAGE_COLUMN, ImageFeature(decode=False))
+
+
+def made_up_images() -> list[dict]:
+    """In-memory PNGs of different sizes and modes (undecoded references, like a dataset's image column)."""
+    refs = []
+    for size, mode, colour in (
+        ((40, 30), "RGB", (200, 40, 40)),
+        ((25, 60), "L", 90),
+        ((64, 64), "RGBA", (0, 90, 200, 255)),
+    ):
+        buffer = io.BytesIO()
+        Image.new(mode, size, colour).save(buffer, format="PNG")
+        refs.append({"path": None, "bytes": buffer.getvalue()})
+    return refs

@@ -110,3 +110,10 @@ def _label_values(split: Dataset, column: str, split_name: str) -> list:
         f"Labels in '{column}' ({split_name}) must be integers or strings, got {kinds}. "
         "Float labels would mean regression; convert them to class ids or names."
     )
+
+
+def require_two_classes(labels: LabelMap, where: str) -> LabelMap:
+    """The one check that a label set can be learned from: at least two classes."""
+    if labels.num_labels < 2:
+        raise DataError(f"{where} has a single class {list(labels.names)}; classification needs at least two.")
+    return labels

@@ -10,7 +10,7 @@ from torch.utils.data import BatchSampler, DataLoader, Sampler
 from transformers.trainer_pt_utils import LengthGroupedSampler
 
 from hftransfer.config.recipe import DataConfig
-from hftransfer.data.sampling import LengthBucketedBatchSampler, RandomBatchSampler
+from hftransfer.data.sampling import LengthBucketedBatchSampler, RandomBatchSampler, ShardedBatches, WeightedRows
 
 
 def train_batch_sampler(dataset: Dataset, config: DataConfig, batch_size: int, seed: int) -> Sampler[list[int]]:
@@ -25,12 +25,30 @@ def train_batch_sampler(dataset: Dataset, config: DataConfig, batch_size: int, s
 
 
 def train_loader(
-    dataset: Dataset, config: DataConfig, batch_size: int, seed: int, collate_fn: Callable, num_workers: int = 0
+    dataset: Dataset,
+    config: DataConfig,
+    batch_size: int,
+    seed: int,
+    collate_fn: Callable,
+    num_workers: int = 0,
+    *,
+    num_processes: int = 1,
+    process_index: int = 0,
+    accumulation: int = 1,
 ) -> DataLoader:
-    """Training batches for both loops; its own generator keeps the global RNG (dropout) untouched by iteration."""
+    """Training batches for both loops; its own generator keeps the global RNG (dropout) untouched by iteration.
+
+    Under several processes each one gets its own share of every epoch (`ShardedBatches`: every row once, a
+    `loss_weight` per row); the loops then must not let Accelerate shard this loader again.
+    """
+    sampler = train_batch_sampler(dataset, config, batch_size, seed)
+    rows = dataset
+    if num_processes > 1:
+        sampler = ShardedBatches(sampler, len(dataset), num_processes, process_index, accumulation)
+        rows = WeightedRows(dataset, sampler.loss_weights())
     return DataLoader(
-        dataset,
-        batch_sampler=train_batch_sampler(dataset, config, batch_size, seed),
+        rows,
+        batch_sampler=sampler,
         collate_fn=collate_fn,
         num_workers=num_workers,
         generator=torch.Generator().manual_seed(seed),

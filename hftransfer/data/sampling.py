@@ -74,3 +74,72 @@ def pad_share(batches: Sequence[Sequence[int]], lengths: Sequence[int]) -> float
         computed += longest * len(batch)
         real += sum(lengths[i] for i in batch)
     return 1.0 - real / computed if computed else 0.0
+
+
+class ShardedBatches(Sampler[list[int]]):
+    """One process's share of a batch sampler's epoch, with every row trained exactly once under any process count.
+
+    Round r of the epoch's batches gives batch r * P + k to process k, wherever the short batch falls. In a last
+    round with fewer batches than processes, a process without one gets a stand-in (the round's first batch) whose
+    loss counts zero, so every process still takes part in each gradient all-reduce. The loss weights make
+    P processes equal one process accumulating the same batches: a group of `accumulation` rounds averages over the
+    real batches it holds (`loss_weights`). Indices are offset by `len(dataset) * kind` to carry each batch's weight
+    to the rows (`WeightedRows`), since a collator only sees rows.
+    """
+
+    def __init__(self, batches: Sampler[list[int]], num_rows: int, num_processes: int, process_index: int,
+                 accumulation: int = 1) -> None:  # fmt: skip
+        self.batches, self.num_rows = batches, num_rows
+        self.num_processes, self.process_index, self.accumulation = num_processes, process_index, accumulation
+
+    def set_epoch(self, epoch: int) -> None:
+        if hasattr(self.batches, "set_epoch"):  # (seed, epoch)-determined: every process draws the same epoch
+            self.batches.set_epoch(epoch)
+
+    def __len__(self) -> int:
+        return math.ceil(len(self.batches) / self.num_processes)
+
+    def loss_weights(self) -> tuple[float, float, float]:
+        """Weight of (a batch in a full group, a stand-in, a real batch in the epoch's last group). The loops divide a
+        group's loss by its batches per process and the all-reduce by P; these weights make that the mean over the
+        group's real batches."""
+        total, per_round = len(self.batches), self.num_processes
+        rounds = len(self)
+        last_group_rounds = rounds - (rounds - 1) // self.accumulation * self.accumulation
+        real_in_last_group = total - (rounds - last_group_rounds) * per_round
+        return 1.0, 0.0, per_round * last_group_rounds / real_in_last_group
+
+    def __iter__(self) -> Iterator[list[int]]:
+        epoch = list(self.batches)
+        rounds = len(self)
+        last_group_start = (rounds - 1) // self.accumulation * self.accumulation
+        for r in range(rounds):
+            members = epoch[r * self.num_processes : (r + 1) * self.num_processes]
+            kind = 2 if r >= last_group_start else 0
+            if self.process_index < len(members):
+                batch = members[self.process_index]
+            else:
+                batch, kind = members[0], 1  # a stand-in: computed, counted zero
+            yield [i + kind * self.num_rows for i in batch]
+
+
+class WeightedRows:
+    """A dataset view for `ShardedBatches`: row `i + k * len(rows)` is row i plus its batch's `loss_weight`."""
+
+    WEIGHT = "loss_weight"
+
+    def __init__(self, rows, weights: Sequence[float]) -> None:
+        self.rows, self.weights = rows, list(weights)
+
+    def __len__(self) -> int:
+        return len(self.rows) * len(self.weights)
+
+    def __getitem__(self, index: int) -> dict:
+        return self.__getitems__([index])[0]
+
+    def __getitems__(self, indices: list[int]) -> list[dict]:
+        n = len(self.rows)
+        rows = self.rows.__getitems__([i % n for i in indices]) if hasattr(self.rows, "__getitems__") else [
+            self.rows[i % n] for i in indices
+        ]
+        return [{**row, self.WEIGHT: self.weights[i // n]} for row, i in zip(rows, indices, strict=True)]

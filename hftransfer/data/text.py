@@ -6,13 +6,14 @@ from collections.abc import Sequence
 from typing import Any
 
 import torch
-from datasets import Dataset
+from datasets import Dataset, DatasetDict
 from transformers import DataCollatorWithPadding, PreTrainedTokenizerBase
 
 from hftransfer.config.recipe import DataConfig
-from hftransfer.data.labels import LabelMap, require_columns
+from hftransfer.data.labels import LabelMap, require_columns, require_two_classes
 from hftransfer.data.prepared import PreparedData
 from hftransfer.data.sources import DataError, load_splits
+from hftransfer.errors import UserError
 
 
 def check_text_columns(split: Dataset, config: DataConfig, split_name: str) -> None:
@@ -74,14 +75,40 @@ class DynamicPaddingCollator:
         return padded
 
 
-def prepare_text_data(config: DataConfig, tokenizer: PreTrainedTokenizerBase) -> PreparedData:
-    """Load, check, label and tokenize every split; errors surface here, before any training."""
-    splits = load_splits(config)
-    labels = LabelMap.discover(splits["train"], config.label_column, config.label_names)
-    if labels.num_labels < 2:
-        raise DataError(f"Train has a single class {list(labels.names)}; classification needs at least two.")
+def prepare_text_data(
+    config: DataConfig, tokenizer: PreTrainedTokenizerBase, raw: DatasetDict | None = None
+) -> PreparedData:
+    """Load (unless `raw` splits are given), check, label and tokenize every split, before any training."""
+    splits = load_splits(config) if raw is None else raw
+    labels = require_two_classes(LabelMap.discover(splits["train"], config.label_column, config.label_names), "Train")
     encoded = {
         name: tokenize_split(labels.encode(split, config.label_column, name), tokenizer, config, name)
         for name, split in splits.items()
     }
-    return PreparedData(encoded["train"], encoded["validation"], encoded.get("test"), labels)
+    return PreparedData(encoded["train"], encoded["validation"], encoded.get("test"), labels, raw=splits)
+
+
+# Sample texts that tell tokenizers apart: casing, accents, digits, punctuation, rare words.
+TOKENIZER_PROBES = (
+    "Hello World! It's a GREAT film, isn't it?",
+    "Café naïve résumé — 12,345.67 % #hashtag @user",
+    "unbelievably overhyped antidisestablishmentarianism",
+)
+
+
+def tokenizer_difference(
+    student: PreTrainedTokenizerBase, other: PreTrainedTokenizerBase | None, name: str, max_length: int
+) -> str | None:
+    """None when `other` (e.g. a teacher's) reads the student's token ids as they are, else what differs."""
+    if other is None:
+        raise UserError(
+            f"'{name}' has no tokenizer files, so its tokenization cannot be checked against the student's. "
+            "Save its tokenizer in its folder (hftransfer output folders have it)."
+        )
+    if student.get_vocab() != other.get_vocab():
+        return "different vocabularies"
+    if any(student(text)["input_ids"] != other(text)["input_ids"] for text in TOKENIZER_PROBES):
+        return "different normalization (casing/accents)"
+    if min(max_length, other.model_max_length) < min(max_length, student.model_max_length):
+        return f"the teacher reads at most {other.model_max_length} tokens"
+    return None

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Container
+from pathlib import Path
 from typing import Any
 
+from torch import nn
 from transformers import (
     AutoConfig,
     AutoModelForSequenceClassification,
@@ -26,6 +28,26 @@ logger = logging.getLogger("hftransfer")
 
 class ModelError(UserError):
     """A checkpoint that cannot be used as configured."""
+
+
+def checkpoint_config(location: str, revision: str | None = None, trust_remote_code: bool = False) -> Any:
+    """The checkpoint's `config.json` (a Hub id, folder or `pkg:` path), or a ModelError naming it."""
+    try:
+        return AutoConfig.from_pretrained(
+            resolve_location(location), revision=revision, trust_remote_code=trust_remote_code
+        )
+    except (OSError, ValueError) as err:
+        raise ModelError(
+            f"Cannot read checkpoint '{location}': {str(err).rstrip('.')}. Give a Hub id, a local model folder "
+            "(config.json and safetensors weights) or a pkg:<package>/<path>."
+        ) from err
+
+
+def load_adapter_classifier(folder: str | Path, base: ModelConfig, labels: LabelMap, task: Any) -> nn.Module:
+    """A peft adapter folder on its base classifier (`base`, sized for `labels` by `task`), unmerged."""
+    from peft import PeftModel
+
+    return PeftModel.from_pretrained(task.load_model(base, labels), str(folder))
 
 
 def load_tokenizer(config: ModelConfig) -> PreTrainedTokenizerBase:
@@ -110,9 +132,7 @@ def load_pretrained_classifier(
     """
     check_num_labels(config, labels)
     location = resolve_location(config.name_or_path)
-    pretrained = AutoConfig.from_pretrained(
-        location, revision=config.revision, trust_remote_code=config.trust_remote_code
-    )
+    pretrained = checkpoint_config(config.name_or_path, config.revision, config.trust_remote_code)
     if pretrained.model_type not in known_types and not config.trust_remote_code:
         raise ModelError(
             f"'{config.name_or_path}' is a '{pretrained.model_type}' model, which has no {head} head "

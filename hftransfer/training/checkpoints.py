@@ -15,7 +15,6 @@ from pathlib import Path
 
 from hftransfer.errors import UserError
 
-CHECKPOINTS_DIR = "checkpoints"
 PROGRESS_FILE = "progress.json"
 _NAME = re.compile(r"^checkpoint-(\d+)$")
 
@@ -114,3 +113,42 @@ def prune_checkpoints(folder: Path, keep: int, protect: set[int] | None = None) 
     for path in doomed:
         shutil.rmtree(path)
     return doomed
+
+
+RNG_KEYS = {
+    "accelerate": ("random_states_{index}.pkl", ("random_state", "numpy_random_seed", "torch_manual_seed")),
+    "trainer": ("rng_state_{index}.pth", ("python", "numpy", "cpu")),
+}
+"""Per loop: the RNG file of process `index` in a checkpoint and the states it must hold (the Trainer names a
+single process's file `rng_state.pth`)."""
+
+
+def check_rng_state(checkpoint: Path, loop: str, process_index: int, world_size: int, allow_inexact: bool) -> None:
+    """Refuse to resume from a checkpoint whose RNG file for this process is missing, unreadable or incomplete:
+    Accelerate and Trainer skip it with an INFO line, and the resumed run silently stops matching an uninterrupted
+    one. `allow_inexact` (train.allow_inexact_resume) lets such a run go on with a warning."""
+    import logging
+
+    from accelerate.utils import load
+
+    pattern, keys = RNG_KEYS[loop]
+    name = pattern.format(index=process_index)
+    if loop == "trainer" and world_size == 1:
+        name = "rng_state.pth"
+    path = checkpoint / name
+    try:
+        state = load(path, map_location="cpu", weights_only=True)
+        problem = None if isinstance(state, dict) and all(k in state for k in keys) else "it lacks RNG states"
+    except FileNotFoundError:
+        problem = "it is missing"
+    except Exception as err:  # truncated, not a torch file, or holding objects weights_only refuses to load
+        problem = f"it cannot be read safely ({type(err).__name__})"
+    if problem is None:
+        return
+    message = (
+        f"Cannot resume exactly from {checkpoint}: its random-number state {path.name} is unusable ({problem}), "
+        "so dropout and data order would differ from an uninterrupted run."
+    )
+    if not allow_inexact:
+        raise CheckpointError(f"{message} Resume from another checkpoint, or set train.allow_inexact_resume=true.")
+    logging.getLogger("hftransfer").warning("%s Going on (train.allow_inexact_resume=true).", message)

@@ -18,22 +18,26 @@ import logging
 import time
 from dataclasses import replace
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from hftransfer.config.schema import ConfigError
+from hftransfer.evaluation.inference import dataset_logits
+from hftransfer.evaluation.metrics import classification_metrics
+from hftransfer.models.loading import checkpoint_config
 from hftransfer.models.students import keep_layers
-from hftransfer.strategies.base import Strategy
+from hftransfer.models.tasks import get_task
+from hftransfer.strategies.base import CardTable, ComparePlan, Strategy
 from hftransfer.strategies.distill.config import DistillConfig
 from hftransfer.strategies.distill.losses import default_layer_map, distillation_loss, hidden_state_loss
 
 if TYPE_CHECKING:
     from transformers import PreTrainedTokenizerBase
 
-    from hftransfer.config.recipe import RunConfig
+    from hftransfer.config.recipe import ModelConfig, RunConfig
     from hftransfer.data import PreparedData
     from hftransfer.strategies.distill.teachers import Teacher
 
@@ -42,12 +46,13 @@ logger = logging.getLogger("hftransfer")
 TEACHER_LOGITS = "teacher_logits"  # the column hftransfer.strategies.distill.teacher_cache writes
 
 
-
-
 class DistillStrategy(Strategy):
     """Distillation from a frozen teacher; research code may pass the teacher model directly."""
 
     name = "distill"
+    summary = "knowledge distillation (a smaller student learned from a fine-tuned teacher)"
+    # compare times every run's inference itself, interleaved; the teacher/student timing would be redundant.
+    compare_defaults = ("strategy.distill.measure_latency=false",)
 
     def __init__(
         self,
@@ -68,7 +73,6 @@ class DistillStrategy(Strategy):
             self.teacher = teacher
         self.projection: nn.Module | None = None
         self.layer_map: list[list[int]] = []
-        self.autocast_dtype: torch.dtype | None = None
         self._report: dict = {}
         self._latency_inputs: dict[str, tuple] | None = None
         self._own_encoding = False
@@ -79,6 +83,7 @@ class DistillStrategy(Strategy):
     # --- setup -------------------------------------------------------------------------------------------------
 
     def prepare(self, model: nn.Module) -> nn.Module:
+        """Cut the student, load the teacher, and build the hidden-state projection (on the student's device)."""
         if self.config.student_layers:
             keep_layers(model, self.config.student_layers)
         for param in model.parameters():
@@ -105,54 +110,30 @@ class DistillStrategy(Strategy):
                     f"{s_config.num_hidden_layers} blocks, the teacher {t_config.num_hidden_layers} (0 = embeddings)."
                 )
         if s_config.hidden_size != t_config.hidden_size:
-            self.projection = nn.Linear(s_config.hidden_size, t_config.hidden_size)
+            self.projection = nn.Linear(s_config.hidden_size, t_config.hidden_size).to(self.runtime.device_of(student))
 
-    def prepare_data(
-        self, model: nn.Module, data: PreparedData, tokenizer: PreTrainedTokenizerBase, config: RunConfig
-    ) -> PreparedData:
+    def prepare_data(self, model: nn.Module, data: PreparedData, processor: Any, config: RunConfig) -> PreparedData:
         """Check the teacher against the data, score it, and cache its train logits."""
-        from hftransfer.data.images import AUGMENT_COLUMN
-        from hftransfer.evaluation.inference import dataset_logits
-        from hftransfer.evaluation.metrics import classification_metrics
-        from hftransfer.models.tasks import IMAGE, get_task
         from hftransfer.strategies.distill.teacher_cache import with_teacher_logits
-        from hftransfer.strategies.distill.teachers import (
-            check_label_mapping,
-            check_teacher_accuracy,
-            encode_for_teacher,
-        )
-        from hftransfer.training.precision import autocast_dtype, resolve_precision
+        from hftransfer.strategies.distill.teachers import check_label_mapping, check_teacher_accuracy
 
         name = self.loaded.location
         check_label_mapping(self.loaded.labels, data.labels, name)
-        augmented = AUGMENT_COLUMN in data.train.column_names  # inputs differ every epoch: cached logits would not fit
         if self.config.mask_augment:
-            self._mask_token = self._mask_token_ids(tokenizer, config)
+            self._mask_token = self._mask_token_ids(processor)
         live = (
             not self.config.cache_teacher_logits
             or self.config.hidden_loss != "none"
-            or augmented
+            or data.train_inputs_vary  # inputs differ every epoch: cached logits would not fit
             or bool(self.config.mask_augment)
         )
-        collator = get_task(config.task).make_collator(tokenizer, config.data)
-        teacher_data, teacher_collator = data, collator  # what the teacher reads: the student's rows when it can
-        self._own_encoding = False
-        if config.task == IMAGE:
-            from hftransfer.models.images import check_same_preprocessing
-
-            check_same_preprocessing(tokenizer, self.loaded.tokenizer, name)
-        elif self._needs_own_encoding(tokenizer, config, live):
-            teacher_data = encode_for_teacher(data, self.loaded.tokenizer, config)
-            teacher_collator = get_task(config.task).make_collator(self.loaded.tokenizer, config.data)
-            self._own_encoding = True
-        self.autocast_dtype = autocast_dtype(resolve_precision(config.train.precision))
-        device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-        batch_size = config.train.eval_batch_size
+        task = get_task(config.task)
+        collator = task.collator(processor, config.data)
+        teacher_data, teacher_collator = self._teacher_inputs(data, processor, collator, config, live)
+        device, dtype, batch_size = self.runtime.device_of(model), self.runtime.autocast_dtype, config.train.eval_batch_size
 
         started = time.perf_counter()
-        eval_logits = dataset_logits(
-            self.teacher, teacher_data.validation, teacher_collator, batch_size, device, self.autocast_dtype
-        )
+        eval_logits = dataset_logits(self.teacher, teacher_data.validation, teacher_collator, batch_size, device, dtype)
         teacher_eval = classification_metrics(data.validation["labels"], eval_logits, label_names=data.labels.names)
         self._report = {"teacher_eval": teacher_eval, "teacher_eval_runtime_s": time.perf_counter() - started}
         if self.config.check_teacher:
@@ -162,9 +143,7 @@ class DistillStrategy(Strategy):
         self._report["teacher_logits"] = "live" if live else "cached"
         if not live:
             started = time.perf_counter()
-            train_logits = dataset_logits(
-                self.teacher, teacher_data.train, teacher_collator, batch_size, device, self.autocast_dtype
-            )
+            train_logits = dataset_logits(self.teacher, teacher_data.train, teacher_collator, batch_size, device, dtype)
             data = replace(data, train=with_teacher_logits(data.train, train_logits))
             self._report["teacher_cache_s"] = time.perf_counter() - started
             logger.info("Cached teacher logits for %d rows in %.1fs", len(data.train), self._report["teacher_cache_s"])
@@ -175,14 +154,17 @@ class DistillStrategy(Strategy):
             }
         return data
 
-    def _needs_own_encoding(self, tokenizer: PreTrainedTokenizerBase, config: RunConfig, live: bool) -> bool:
-        """Whether the teacher needs the data encoded with its own tokenizer; refuses where that cannot work."""
-        from hftransfer.strategies.distill.teachers import TeacherError, tokenizer_difference
+    def _teacher_inputs(
+        self, data: PreparedData, processor: Any, collator: Any, config: RunConfig, live: bool
+    ) -> tuple[PreparedData, Any]:
+        """What the teacher reads: the student's rows when it can, else the same raw rows in its own encoding."""
+        from hftransfer.strategies.distill.teachers import TeacherError, encode_for_teacher
 
-        name = self.loaded.location
-        difference = tokenizer_difference(tokenizer, self.loaded.tokenizer, name, config.data.max_length)
+        task, name = get_task(config.task), self.loaded.location
+        difference = task.input_difference(processor, self.loaded.tokenizer, name, config.data.max_length)
+        self._own_encoding = difference is not None
         if difference is None:
-            return False
+            return data, collator
         problem = f"The student's tokenizer and teacher '{name}''s tokenizer differ ({difference})"
         if self.config.hidden_loss != "none":
             raise TeacherError(
@@ -197,19 +179,18 @@ class DistillStrategy(Strategy):
                 "strategy.distill.mask_augment=0, or use a student with the teacher's tokenizer."
             )
         logger.info("%s: encoding the data a second time, for the teacher.", problem)
-        return True
+        teacher_data = encode_for_teacher(data, self.loaded.tokenizer, config)
+        return teacher_data, task.collator(self.loaded.tokenizer, config.data)
 
-    def _mask_token_ids(self, tokenizer: PreTrainedTokenizerBase, config: RunConfig) -> tuple[int, list[int]]:
-        from hftransfer.models.tasks import TEXT
-
-        mask_id = getattr(tokenizer, "mask_token_id", None)
-        if config.task != TEXT or mask_id is None:
+    @staticmethod
+    def _mask_token_ids(processor: Any) -> tuple[int, list[int]]:
+        mask_id = getattr(processor, "mask_token_id", None)
+        if mask_id is None:
             raise ConfigError(
-                "strategy.distill.mask_augment replaces text tokens by the tokenizer's mask token; this "
-                f"{'tokenizer has none' if config.task == TEXT else config.task + ' task has no tokens'}. "
-                "Set strategy.distill.mask_augment=0."
+                "strategy.distill.mask_augment replaces text tokens by the tokenizer's mask token; this model's "
+                "processor has none (image models have no tokens). Set strategy.distill.mask_augment=0."
             )
-        return mask_id, list(tokenizer.all_special_ids)
+        return mask_id, list(processor.all_special_ids)
 
     def _masked(self, inputs: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         """The batch with a random `mask_augment` share of its real, non-special tokens masked."""
@@ -224,7 +205,7 @@ class DistillStrategy(Strategy):
     def _teacher_forward(self, inputs: dict, device: torch.device, hidden: bool):
         if next(self.teacher.parameters()).device != device:
             self.teacher.to(device)
-        dtype = self.autocast_dtype
+        dtype = self.runtime.autocast_dtype
         with torch.no_grad(), torch.autocast(device.type, dtype=dtype, enabled=dtype is not None):
             return self.teacher(**inputs, output_hidden_states=hidden)
 
@@ -241,7 +222,7 @@ class DistillStrategy(Strategy):
         elif self._own_encoding:  # the teacher cannot read these ids: only its cached train logits exist
             if model.training:
                 raise ValueError(f"A training batch without '{TEACHER_LOGITS}': the teacher needs its own encoding.")
-            return F.cross_entropy(logits.float(), batch["labels"]), logits  # eval loss, as the Accelerate loop's
+            return F.cross_entropy(logits.float(), batch["labels"]), logits  # the task loss, as evaluation reports
         else:
             teacher_out = self._teacher_forward(inputs, logits.device, hidden)
             teacher_logits = teacher_out.logits
@@ -257,8 +238,6 @@ class DistillStrategy(Strategy):
         for s_index, t_index in self.layer_map:
             student_state = student_out.hidden_states[s_index]
             if self.projection is not None:
-                if self.projection.weight.device != student_state.device:
-                    self.projection.to(student_state.device)
                 student_state = self.projection(student_state)
             terms.append(
                 hidden_state_loss(
@@ -270,8 +249,16 @@ class DistillStrategy(Strategy):
             )
         return torch.stack(terms).mean()
 
+    def trainable_modules(self) -> dict[str, nn.Module]:
+        """The projection from the student's hidden width to the teacher's, when they differ."""
+        return {"hidden_projection": self.projection} if self.projection is not None else {}
+
     def parameter_groups(self, model: nn.Module, learning_rate: float, weight_decay: float) -> list[dict]:
+        """The base groups for the student; the projection (which the loops train alongside) without decay."""
+        extra = {id(p) for p in self.projection.parameters()} if self.projection is not None else set()
         groups = super().parameter_groups(model, learning_rate, weight_decay)
+        groups = [{**g, "params": [p for p in g["params"] if id(p) not in extra]} for g in groups]
+        groups = [g for g in groups if g["params"]]
         if self.projection is not None:
             groups.append({"params": list(self.projection.parameters()), "weight_decay": 0.0, "lr": learning_rate})
         return groups
@@ -327,7 +314,7 @@ class DistillStrategy(Strategy):
                 who: sample_batches(dataset, collator, batch_size, count)
                 for who, (dataset, collator) in self._latency_inputs.items()
             }
-            timed = compare_latency(models, batches, device, autocast_dtype=self.autocast_dtype)
+            timed = compare_latency(models, batches, device, autocast_dtype=self.runtime.autocast_dtype)
             for who, ms in timed.items():
                 out[who][str(batch_size)] = ms
         return out
@@ -354,3 +341,60 @@ class DistillStrategy(Strategy):
             summary += f", speedup {d['speedup_batch1']:.2f}x (batch 1), {d['speedup_batch64']:.2f}x (batch 64)"
         lines.append(summary + f", params {d['param_ratio']:.2f}x")
         return lines
+
+    @classmethod
+    def card_table(cls, results: dict) -> CardTable | None:
+        d = results.get(cls.name)
+        if not isinstance(d, dict) or not isinstance(d.get("teacher"), dict) or not isinstance(d.get("student"), dict):
+            return None
+        teacher, student = d["teacher"], d["student"]
+        keys = [k for k in ("accuracy", "f1", "params", "size_bytes") if k in teacher or k in student]
+        return CardTable(
+            f"Distilled from the teacher `{d.get('teacher_model', '?')}` "
+            f"(temperature {d.get('temperature'):g}, alpha {d.get('alpha'):g}):",
+            ["", *keys],
+            [["teacher", *[teacher.get(k) for k in keys]], ["student (this model)", *[student.get(k) for k in keys]]],
+        )
+
+    @classmethod
+    def card_limitations(cls, results: dict) -> list[str]:
+        return ["- A distilled student is usually a little less accurate than its teacher; compare both."]
+
+    @classmethod
+    def compare_plan(cls, recipe: RunConfig, own_overrides: list[str], strategies: list[str], runs_dir: Path) -> ComparePlan:
+        """Unless the recipe names a teacher, the teacher is this comparison's `full` run and the student is cut from
+        it (every other block, DistilBERT-style), or is the `model.name_or_path` given for this run alone."""
+        if recipe.strategy.distill.teacher:
+            return ComparePlan(notes=(f"distill: teacher {recipe.strategy.distill.teacher} (named by the recipe or overrides)",))
+        if "full" not in strategies:
+            raise ConfigError(
+                "distill needs a teacher: add 'full' to --strategies (compare then distils its full run), or name one "
+                "with distill:strategy.distill.teacher=<output folder or Hub id>."
+            )
+        teacher = runs_dir / "full"
+        settings = [f"strategy.distill.teacher={teacher}"]
+        if any(item.partition("=")[0].strip() == "model.name_or_path" for item in own_overrides):
+            note = f"distill: teacher = the full run; student {recipe.model.name_or_path}"
+            return ComparePlan(tuple(settings), ("full",), (note,))
+        layers = recipe.strategy.distill.student_layers or _every_other_block(recipe.model)
+        settings += [f"model.name_or_path={teacher}", f"strategy.distill.student_layers={list(layers)}"]
+        note = f"distill: teacher = the full run; student = its blocks {list(layers)} with its embeddings and head"
+        return ComparePlan(tuple(settings), ("full",), (note,))
+
+    @classmethod
+    def compare_notes(cls, results: dict) -> list[str]:
+        cached = (results.get(cls.name) or {}).get("teacher_cache_s")
+        extra = f" and caching the teacher's train logits ({cached:.1f} s)" if cached else ""
+        return [f"distill: train time leaves out training the teacher{extra}."]
+
+
+def _every_other_block(model: ModelConfig) -> list[int]:
+    """Blocks 0, 2, 4, ... of a checkpoint: the DistilBERT-style student compare cuts from its full run."""
+    pretrained = checkpoint_config(model.name_or_path, model.revision, model.trust_remote_code)
+    depth = getattr(pretrained, "num_hidden_layers", None)
+    if not isinstance(depth, int) or depth < 1:
+        raise ConfigError(
+            f"Cannot cut a distill student from a '{pretrained.model_type}' model (no transformer blocks). Set "
+            "distill:model.name_or_path=<a smaller student> or distill:strategy.distill.student_layers=[...]."
+        )
+    return list(range(0, depth, 2))

@@ -2,14 +2,13 @@
 
 A teacher is an hftransfer output folder, any classifier folder (`save_pretrained` of a text or image
 classifier), a LoRA adapter folder (merged into its base model), a Hub id or a `pkg:` path. Its modality
-comes from its checkpoint (`hftransfer.models.tasks.infer_task`), so a ResNet teacher loads as an image
+comes from its checkpoint (`hftransfer.models.tasks.checkpoint_task`), so a ResNet teacher loads as an image
 classifier with its image processor. It keeps its own label mapping, which must equal the data's:
 distilling from a teacher whose class 0 means something else teaches noise.
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 from dataclasses import dataclass, replace
@@ -20,28 +19,20 @@ import numpy as np
 from torch import nn
 from transformers import PreTrainedTokenizerBase
 
+from hftransfer.artifacts.layout import LABELS_FILE
+from hftransfer.artifacts.saved import is_adapter_folder, is_run_folder, load_run, read_labels
 from hftransfer.config.locations import resolve_location
 from hftransfer.config.recipe import ModelConfig
 from hftransfer.data.labels import LabelMap
 from hftransfer.errors import UserError
-from hftransfer.models.tasks import Task, get_task, infer_task
+from hftransfer.models.loading import load_adapter_classifier
+from hftransfer.models.tasks import Task, checkpoint_task, get_task
 
 if TYPE_CHECKING:
     from hftransfer.config.recipe import RunConfig
     from hftransfer.data import PreparedData
 
 logger = logging.getLogger("hftransfer")
-
-ADAPTER_CONFIG = "adapter_config.json"
-LABELS_FILE = "labels.json"
-RECIPE_FILE = "config.yaml"  # what marks an hftransfer output folder (hftransfer.artifacts.saved)
-# Sample texts that tell tokenizers apart: casing, accents, digits, punctuation, rare words.
-TOKENIZER_PROBES = (
-    "Hello World! It's a GREAT film, isn't it?",
-    "Café naïve résumé — 12,345.67 % #hashtag @user",
-    "unbelievably overhyped antidisestablishmentarianism",
-)
-
 
 class TeacherError(UserError):
     """A teacher that cannot teach this run; the message says why and what to change."""
@@ -67,14 +58,6 @@ def weights_on_disk(folder: str | Path) -> int:
     return sum(p.stat().st_size for p in Path(folder).glob("*.safetensors"))
 
 
-def _saved_labels(folder: Path) -> LabelMap | None:
-    path = folder / LABELS_FILE
-    if not path.is_file():
-        return None
-    saved = json.loads(path.read_text())
-    return LabelMap(names=tuple(saved["names"]), raw_values=tuple(saved["raw_values"]))
-
-
 def _load_processor(task: Task, spec: str, revision: str | None) -> Any:
     """Tokenizer or image processor, or None: the checks before training then say what is missing."""
     try:
@@ -83,10 +66,17 @@ def _load_processor(task: Task, spec: str, revision: str | None) -> Any:
         return None
 
 
+def _load_run(folder: Path, spec: str) -> Teacher:
+    """An hftransfer output folder: pooling and adapter as the run saved them (an adapter merged)."""
+    run = load_run(folder)
+    adapter = is_adapter_folder(folder)
+    model = run.model.merge_and_unload() if adapter else run.model
+    model.eval().requires_grad_(False)
+    return Teacher(model, run.tokenizer, run.labels, spec, state_bytes(model) if adapter else weights_on_disk(folder))
+
+
 def _load_adapter(folder: Path, labels: LabelMap | None) -> tuple[nn.Module, Task]:
     from peft import PeftConfig
-
-    from hftransfer.strategies.lora.strategy import load_adapter_classifier
 
     if labels is None:
         raise TeacherError(
@@ -94,39 +84,37 @@ def _load_adapter(folder: Path, labels: LabelMap | None) -> tuple[nn.Module, Tas
             "Use an hftransfer output folder, or merge the adapter and save the full model."
         )
     base = ModelConfig(name_or_path=PeftConfig.from_pretrained(str(folder)).base_model_name_or_path)
-    task = infer_task(base)
-    return load_adapter_classifier(folder, base, labels, task=task).merge_and_unload(), get_task(task)
+    task = get_task(checkpoint_task(base.name_or_path))
+    return load_adapter_classifier(folder, base, labels, task).merge_and_unload(), task
+
+
+def _load_classifier(spec: str, location: str, revision: str | None) -> tuple[nn.Module, Task]:
+    """Any classifier checkpoint, refused when its head was never trained."""
+    task = get_task(checkpoint_task(spec, revision))
+    model, missing = task.load_model_as_saved(location, revision)
+    fresh = [k for k in missing if "classifier" in k or "score" in k or "head" in k]
+    if fresh:
+        raise TeacherError(
+            f"Teacher '{spec}' has no trained classification head (missing {sorted(fresh)[:3]}): it is a base "
+            "checkpoint, not a fine-tuned classifier. Fine-tune it first (e.g. `hftransfer train "
+            "recipes/text-sst2-minilm-full.yaml`) and set strategy.distill.teacher to that output folder."
+        )
+    return model, task
 
 
 def load_teacher(spec: str, revision: str | None = None) -> Teacher:
     """Load the teacher frozen in eval mode; a checkpoint without a trained head is refused."""
     location = resolve_location(spec)
     folder = Path(location)
-    if folder.is_dir() and (folder / RECIPE_FILE).is_file():  # an hftransfer run: pooling and adapters as saved
-        from hftransfer.artifacts.saved import load_run
-
-        run = load_run(folder)
-        adapter = (folder / ADAPTER_CONFIG).is_file()
-        model = run.model.merge_and_unload() if adapter else run.model
-        model.eval().requires_grad_(False)
-        size = state_bytes(model) if adapter else weights_on_disk(folder)
-        return Teacher(model, run.tokenizer, run.labels, spec, size)
-    labels = _saved_labels(folder) if folder.is_dir() else None
-    if folder.is_dir() and (folder / ADAPTER_CONFIG).is_file():
+    if folder.is_dir() and is_run_folder(folder):
+        return _load_run(folder, spec)
+    labels = read_labels(folder) if folder.is_dir() else None
+    if folder.is_dir() and is_adapter_folder(folder):
         model, task = _load_adapter(folder, labels)
         size = state_bytes(model)
     else:
-        task = get_task(infer_task(ModelConfig(name_or_path=spec, revision=revision)))
-        model, missing = task.load_model_as_saved(location, revision)
-        fresh = [k for k in missing if "classifier" in k or "score" in k or "head" in k]
-        if fresh:
-            raise TeacherError(
-                f"Teacher '{spec}' has no trained classification head (missing {sorted(fresh)[:3]}): it is a base "
-                "checkpoint, not a fine-tuned classifier. Fine-tune it first (e.g. `hftransfer train "
-                "recipes/text-sst2-minilm-full.yaml`) and set strategy.distill.teacher to that output folder."
-            )
-        size = weights_on_disk(folder) if folder.is_dir() else 0
-        size = size or state_bytes(model)
+        model, task = _load_classifier(spec, location, revision)
+        size = (weights_on_disk(folder) if folder.is_dir() else 0) or state_bytes(model)
     if labels is None:
         labels = LabelMap.from_model_config(model.config.id2label)
     model.eval().requires_grad_(False)
@@ -162,32 +150,19 @@ def check_label_mapping(teacher: LabelMap, data: LabelMap, teacher_name: str) ->
     )
 
 
-def tokenizer_difference(
-    student: PreTrainedTokenizerBase, teacher: PreTrainedTokenizerBase | None, name: str, max_length: int
-) -> str | None:
-    """None when the teacher can read the student's token ids (same ids, same truncation), else what differs."""
-    if teacher is None:
-        raise TeacherError(
-            f"Teacher '{name}' has no tokenizer files, so it cannot be checked against the student's. "
-            "Save the teacher's tokenizer in its folder (hftransfer output folders have it)."
-        )
-    if student.get_vocab() != teacher.get_vocab():
-        return "different vocabularies"
-    if any(student(text)["input_ids"] != teacher(text)["input_ids"] for text in TOKENIZER_PROBES):
-        return "different normalization (casing/accents)"
-    if min(max_length, teacher.model_max_length) < min(max_length, student.model_max_length):
-        return f"the teacher reads at most {teacher.model_max_length} tokens"
-    return None
-
-
 def encode_for_teacher(data: PreparedData, tokenizer: PreTrainedTokenizerBase, config: RunConfig) -> PreparedData:
-    """Train and validation rows of `config.data` encoded with the teacher's own tokenizer (and its max length).
+    """The train and validation rows of `data` encoded with the teacher's own tokenizer (and its max length).
 
-    The raw splits load deterministically (held-out validation and subsamples use fixed seeds), so row i here
-    is row i of `data`, the student's encoding; row counts and labels are checked to be sure.
+    They start from the raw rows `data` was prepared from, so row i here is row i of the student's encoding;
+    row counts and labels are checked to be sure.
     """
     task = get_task(config.task)
-    raw = task.load_splits(config.data)
+    raw = data.raw
+    if raw is None:
+        raise TeacherError(
+            "The teacher needs the data encoded with its own tokenizer, but the prepared data kept no raw rows. "
+            "Prepare it with the task's prepare_data, or use a student with the teacher's tokenizer."
+        )
     encoded = {}
     for split in ("train", "validation"):
         rows = task.encode_split(raw[split], data.labels, config.data, f"{split} (teacher)", tokenizer)
@@ -195,8 +170,8 @@ def encode_for_teacher(data: PreparedData, tokenizer: PreTrainedTokenizerBase, c
         if len(rows) != len(student) or not np.array_equal(np.asarray(rows["labels"]), np.asarray(student["labels"])):
             raise TeacherError(
                 f"The teacher's encoding of the {split} split ({len(rows)} rows) does not line up row by row with "
-                f"the student's ({len(student)} rows): the strategy was given data other than config.data as "
-                "hftransfer prepares it. Prepare the data from config.data, or use the teacher's tokenizer."
+                f"the student's ({len(student)} rows): some rows could not be encoded for the teacher. Fix those rows, "
+                "or use a student with the teacher's tokenizer."
             )
         encoded[split] = rows
     return replace(data, train=encoded["train"], validation=encoded["validation"], test=None)

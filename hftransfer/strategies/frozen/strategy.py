@@ -7,10 +7,8 @@ stay in eval mode during training, so their dropout is off and their outputs are
 from __future__ import annotations
 
 import logging
-import os
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from hftransfer.config.schema import ConfigError
@@ -31,6 +29,7 @@ def _keep_eval(module: nn.Module, _args) -> None:
 
 class FrozenFineTuning(Strategy):
     name = "frozen"
+    summary = "layer-frozen fine-tuning (the lower layers kept their pretrained weights)"
     config: FrozenConfig
 
     def __init__(self, config: FrozenConfig | None = None) -> None:
@@ -54,7 +53,7 @@ class FrozenFineTuning(Strategy):
         return n
 
     def prepare(self, model: nn.Module) -> nn.Module:
-        if self.config.unfreeze_every and int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        if self.config.unfreeze_every and self.runtime.world_size > 1:
             raise ConfigError(
                 "strategy.frozen.unfreeze_every does not work with several processes (DDP registers the trainable "
                 "parameters once); train on one device or set unfreeze_every=0."
@@ -73,7 +72,7 @@ class FrozenFineTuning(Strategy):
         frozen_backbone = backbone is not None and not any(p.requires_grad for p in backbone.parameters())
         if not self.config.cache_features or self.config.unfreeze_every or n == 0:
             return model
-        if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        if self.runtime.world_size > 1:
             logger.info("Not caching features under DDP (the trainable part must run through DDP's forward)")
         elif self.config.mode == "head_only" and frozen_backbone:
             self.cache = FeatureCache(model)
@@ -87,12 +86,8 @@ class FrozenFineTuning(Strategy):
             )
         return model
 
-    def loss(self, model: nn.Module, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
-        if self.cache is None:
-            return super().loss(model, batch)
-        inputs = {k: v for k, v in batch.items() if k != "labels"}
-        logits = self.cache.logits(model, inputs)
-        return F.cross_entropy(logits.float(), batch["labels"]), logits
+    def logits(self, model: nn.Module, inputs: dict[str, torch.Tensor]) -> torch.Tensor:
+        return model(**inputs).logits if self.cache is None else self.cache.logits(model, inputs)
 
     def parameter_groups(self, model: nn.Module, learning_rate: float, weight_decay: float) -> list[dict]:
         """Groups by (depth, decay); params that gradual unfreezing will train later are included already

@@ -9,21 +9,22 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
-import numpy as np
 import torch
+from accelerate.data_loader import prepare_data_loader
 from transformers import EarlyStoppingCallback, Trainer, TrainerCallback, TrainingArguments
 from transformers.trainer_callback import PrinterCallback
+from transformers.trainer_utils import speed_metrics
 
+from hftransfer.artifacts.layout import CHECKPOINTS_DIR
 from hftransfer.config.recipe import RunConfig
 from hftransfer.data import PreparedData
 from hftransfer.data.loaders import eval_loader, train_loader
 from hftransfer.errors import UserError
-from hftransfer.evaluation.metrics import classification_metrics, scalar_metrics
 from hftransfer.strategies.base import Strategy
-from hftransfer.training.checkpoints import CHECKPOINTS_DIR, find_checkpoint
-from hftransfer.training.loops.common import LoopResult
+from hftransfer.training.checkpoints import check_rng_state, find_checkpoint
+from hftransfer.training.loops.common import LoopResult, evaluate, trained_model, weighted_loss, with_trainable_modules
 from hftransfer.training.optim import build_optimizer
-from hftransfer.training.precision import resolve_precision
+from hftransfer.training.runtime import resolve_precision
 
 logger = logging.getLogger("hftransfer")
 
@@ -45,17 +46,40 @@ class StrategyTrainer(Trainer):
 
     loss_is_scaled_for_ga = False  # strategies return a per-batch mean; Trainer divides by accumulation
 
-    def __init__(self, *args, strategy: Strategy, run_config: RunConfig, **kwargs) -> None:
+    def __init__(self, *args, strategy: Strategy, run_config: RunConfig, label_names: list[str], **kwargs) -> None:
         super().__init__(*args, **kwargs)
         self.strategy = strategy
         self.run_config = run_config
+        self.label_names_ = label_names
         self.train_samples_seen = 0
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
-        loss, logits = self.strategy.loss(model, inputs)
+        if return_outputs:  # not reached by training or `evaluate` (both below); kept for Trainer's other callers
+            loss, logits = self.strategy.loss(model, inputs)
+            return loss, {"logits": logits}
         if model.training:
             self.train_samples_seen += int(inputs["labels"].shape[0])
-        return (loss, {"logits": logits}) if return_outputs else loss
+        return weighted_loss(self.strategy, model, inputs)
+
+    def evaluate(self, eval_dataset=None, ignore_keys=None, metric_key_prefix: str = "eval") -> dict[str, float]:
+        """The loops' one evaluation (task loss and metrics over every process's rows), logged as Trainer does."""
+        loader = self.get_eval_dataloader(eval_dataset)
+        started = time.time()
+        metrics = evaluate(self.strategy, self.model, loader, self.label_names_, self.accelerator.gather_for_metrics)
+        metrics = {f"{metric_key_prefix}_{k}": v for k, v in metrics.items()}
+        rows = metrics[f"{metric_key_prefix}_num_samples"]
+        metrics |= speed_metrics(metric_key_prefix, started, num_samples=rows, num_steps=len(loader))
+        self.log(metrics)
+        self.control = self.callback_handler.on_evaluate(self.args, self.state, self.control, metrics)
+        return metrics
+
+    def _load_rng_state(self, checkpoint):
+        if checkpoint is not None:
+            train = self.run_config.train
+            check_rng_state(
+                Path(checkpoint), "trainer", self.args.process_index, self.args.world_size, train.allow_inexact_resume
+            )
+        super()._load_rng_state(checkpoint)
 
     def create_optimizer(self, model=None):
         if self.optimizer is None:
@@ -63,6 +87,9 @@ class StrategyTrainer(Trainer):
         return self.optimizer
 
     def get_train_dataloader(self) -> torch.utils.data.DataLoader:
+        """The batches of the Accelerate loop; under several processes already sharded (every row once), so
+        Accelerate only places them (its own sharding assumes the short batch comes last)."""
+        world = self.args.world_size
         loader = train_loader(
             self.train_dataset,
             self.run_config.data,
@@ -70,8 +97,14 @@ class StrategyTrainer(Trainer):
             self.args.seed,
             self.data_collator,
             self.args.dataloader_num_workers,
+            num_processes=world,
+            process_index=self.args.process_index,
+            accumulation=self.args.gradient_accumulation_steps,
         )
-        return self.accelerator.prepare(loader)
+        if world == 1:
+            return self.accelerator.prepare(loader)
+        return prepare_data_loader(loader, self.args.device, num_processes=1, process_index=0, put_on_device=True,
+                                   rng_types=[])  # fmt: skip
 
     def get_eval_dataloader(self, eval_dataset=None) -> torch.utils.data.DataLoader:
         dataset = eval_dataset if eval_dataset is not None else self.eval_dataset
@@ -84,7 +117,7 @@ class _StrategySteps(TrainerCallback):
         self.strategy, self.steps_per_epoch = strategy, steps_per_epoch
 
     def on_step_begin(self, args, state, control, model=None, **kwargs):
-        self.strategy.on_step(model, state.global_step, self.steps_per_epoch)
+        self.strategy.on_step(trained_model(model), state.global_step, self.steps_per_epoch)
 
 
 class _EpochTimer(TrainerCallback):
@@ -154,21 +187,15 @@ def run_trainer_loop(
     callbacks: Sequence[TrainerCallback] = (),
 ):
     """Train with `Trainer`; extra `callbacks` (e.g. bench/throughput.py's timer) see every step."""
-    label_names = list(data.labels.names)
-
-    def compute_metrics(prediction) -> dict[str, float]:
-        logits = prediction.predictions[0] if isinstance(prediction.predictions, tuple) else prediction.predictions
-        return scalar_metrics(classification_metrics(prediction.label_ids, np.asarray(logits), label_names=label_names))
-
     trainer = StrategyTrainer(
-        model=model,
+        model=with_trainable_modules(model, strategy),
         args=training_arguments(config, work_dir),
         train_dataset=data.train,
         eval_dataset=data.validation,
         data_collator=collator,
-        compute_metrics=compute_metrics,
         strategy=strategy,
         run_config=config,
+        label_names=list(data.labels.names),
         callbacks=list(callbacks) or None,
     )
     # Optimizer steps per epoch, the unit `on_step` counts in (the last accumulation group may be short).
@@ -188,7 +215,7 @@ def run_trainer_loop(
     runtime = time.perf_counter() - started
     losses = [entry["loss"] for entry in trainer.state.log_history if "loss" in entry]
     return LoopResult(
-        model=trainer.model,
+        model=trained_model(trainer.model),
         train_runtime_s=runtime,
         train_samples=trainer.train_samples_seen,
         global_steps=trainer.state.global_step,

@@ -1,8 +1,11 @@
-"""Which precision a run trains in, resolved the same way by both loops and by what the strategies run."""
+"""Where and in which precision a run computes, resolved once for both loops and the strategy."""
 
 from __future__ import annotations
 
 import torch
+
+from hftransfer.config.recipe import TrainConfig
+from hftransfer.strategies.base import Runtime
 
 
 def cpu_has_native_bf16() -> bool:
@@ -25,3 +28,12 @@ def resolve_precision(requested: str) -> str:
 
 def autocast_dtype(precision: str) -> torch.dtype | None:
     return {"bf16": torch.bfloat16, "fp16": torch.float16}.get(precision)
+
+
+def resolve_runtime(train: TrainConfig) -> Runtime:
+    """Where this process trains (the distributed state `accelerate launch` set up, else one device) and in which
+    precision: what the loops run and what a strategy is told (`Strategy.bind`)."""
+    from accelerate import PartialState
+
+    state = PartialState(cpu=not torch.cuda.is_available())
+    return Runtime(device=state.device, world_size=state.num_processes, precision=resolve_precision(train.precision))
