@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 import socket
 import subprocess
@@ -16,6 +17,7 @@ from safetensors.torch import load_file
 from transformers import AutoTokenizer, BertConfig, BertForSequenceClassification
 
 from hftransfer.artifacts.layout import LOG_HISTORY_FILE
+from hftransfer.config.recipe import load_config
 from hftransfer.errors import UserError
 from hftransfer.training.pipeline import train
 
@@ -214,3 +216,83 @@ def test_accelerate_launch_with_the_repo_config_runs_a_recipe(tiny_recipe, tmp_p
     results = json.loads((tmp_path / "out" / "results.json").read_text())
     assert results["loop"] == "accelerate" and results["global_steps"] == 12
     assert results["eval"]["num_samples"] == 32
+
+
+_LAUNCHED_RUNS = """
+import sys
+from hftransfer.config.recipe import load_config
+from hftransfer.training.pipeline import train
+for recipe in sys.argv[1:]:
+    train(load_config(recipe))
+"""
+
+
+def _short_batch_positions(config) -> list[int]:
+    """Where the epoch's short batch falls in the (seed, epoch)-drawn bucketed order, for epochs 0 and 1."""
+    from hftransfer.data.loaders import train_batch_sampler
+    from hftransfer.training.pipeline import prepare
+
+    rows = prepare(config).data.train
+    sampler = train_batch_sampler(rows, config.data, config.train.batch_size, config.train.seed)
+    positions = []
+    for epoch in range(math.ceil(config.train.epochs)):
+        sampler.set_epoch(epoch)
+        positions += [i for i, batch in enumerate(sampler) if len(batch) < config.train.batch_size]
+    return positions
+
+
+@pytest.mark.slow
+def test_two_processes_train_every_bucketed_batch_in_both_loops(tiny_bert_no_dropout, toy_text_files, tmp_path):
+    """Issue "Reliability" item 1: with length-bucketed batches, a short batch in process 1's slot used to cost a
+    whole round (Accelerate's even-batch sharding), so the last step, final evaluation and final checkpoint never
+    came. Row counts and batch sizes where the short batch falls on process 1, and one where process 1 gets a
+    stand-in in the last round: every step is taken, the final evaluation is logged, and the weights equal one
+    process accumulating the same batches, in both loops."""
+    from hftransfer.config.recipe import save_config
+
+    from conftest import recipe_maker
+
+    train_file, dev_file = toy_text_files
+    lines = train_file.read_text().splitlines()
+    cases = {"93x8": (93, 8, 1), "90x8-acc2": (90, 8, 2), "75x6": (75, 6, 1)}  # rows, batch, accumulation
+    launched, expected, by_one = [], {}, {}
+    for name, (rows, batch, accumulation) in cases.items():
+        data = tmp_path / f"train-{rows}.tsv"
+        data.write_text("\n".join(lines[: rows + 1]) + "\n")
+        make = recipe_maker(tiny_bert_no_dropout, data, dev_file, tmp_path / "unused")
+        for loop in ("accelerate", "trainer"):
+            common = (f"train.batch_size={batch}", f"train.loop={loop}", "train.save_steps=1000", "train.eval_steps=1000")
+            two = make(*common, f"train.gradient_accumulation_steps={accumulation}",
+                       f"train.output_dir={tmp_path / f'two-{name}-{loop}'}")  # fmt: skip
+            save_config(two, tmp_path / f"{name}-{loop}.yaml")
+            launched.append(str(tmp_path / f"{name}-{loop}.yaml"))
+            one = make(*common, f"train.gradient_accumulation_steps={2 * accumulation}",
+                       f"train.output_dir={tmp_path / f'one-{name}-{loop}'}")  # fmt: skip
+            by_one[name, loop] = train(one)
+        expected[name] = 2 * math.ceil(math.ceil(rows / batch) / (2 * accumulation))  # 2 epochs
+    positions = {name: _short_batch_positions(load_config(launched[2 * i])) for i, name in enumerate(cases)}
+    assert any(p % 2 == 1 for p in positions["93x8"] + positions["90x8-acc2"]), positions  # short batch on process 1
+    assert math.ceil(75 / 6) % 2 == 1  # 13 batches: process 1 gets a stand-in in the last round
+
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"}
+    script = tmp_path / "launched_runs.py"
+    script.write_text(_LAUNCHED_RUNS)
+    launch = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2"]
+    launch += ["--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no"]
+    launch += ["--main_process_port", str(_free_port()), str(script), *launched]
+    done = subprocess.run(launch, env=env, cwd=REPO, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, [line for line in done.stderr.splitlines() if "Error" in line][:10]
+
+    for (name, loop), one in by_one.items():
+        folder = tmp_path / f"two-{name}-{loop}"
+        results = json.loads((folder / "results.json").read_text())
+        history = results["log_history"]  # both loops record it in results.json
+        steps = [e["step"] for e in history if "loss" in e and "eval_loss" not in e]
+        assert steps == [e["step"] for e in one["log_history"] if "loss" in e and "eval_loss" not in e]
+        assert results["global_steps"] == one["global_steps"] == expected[name], (name, loop)
+        assert steps == list(range(1, expected[name] + 1)), (name, loop)  # logging_steps=1: every step taken once
+        evals = [e for e in history if "eval_loss" in e]
+        assert evals and evals[-1]["step"] == expected[name], (name, loop)  # the final evaluation came
+        assert evals[-1]["eval_num_samples"] == 32
+        for key, tensor in _weights(folder).items():
+            torch.testing.assert_close(tensor, _weights(tmp_path / f"one-{name}-{loop}")[key], rtol=1e-4, atol=1e-6, msg=key)

@@ -224,3 +224,30 @@ def test_trainer_loop_honours_resume_from_and_early_stopping(tiny_recipe, tmp_pa
     best = tmp_path / "trainer" / "checkpoints" / Path(state["best_model_checkpoint"]).name  # recorded pre-rename
     _assert_identical(_weights(tmp_path / "trainer"), _weights(best))
     _assert_identical(_weights(tmp_path / "accelerate"), _weights(best))  # same best step, same weights
+
+
+@pytest.mark.parametrize("loop", ["accelerate", "trainer"])
+def test_an_unusable_rng_file_stops_the_resume_unless_inexact_is_allowed(tiny_recipe, tmp_path, loop, caplog):
+    """Accelerate and Trainer skip a bad RNG file with an INFO line and resume inexactly; we refuse, naming it."""
+    common = (f"train.loop={loop}", "train.epochs=1", "train.save_steps=3", "train.save_total_limit=10")
+    train(tiny_recipe(*common, f"train.output_dir={tmp_path / 'full'}"))
+    checkpoint = tmp_path / "full" / "checkpoints" / "checkpoint-6"
+    rng_file = checkpoint / ("random_states_0.pkl" if loop == "accelerate" else "rng_state.pth")
+    assert rng_file.is_file()
+    good = rng_file.read_bytes()
+    problems = {
+        "missing": lambda: rng_file.unlink(),
+        "truncated": lambda: rng_file.write_bytes(good[: len(good) // 2]),
+        "not RNG states": lambda: torch.save({"something": torch.zeros(1)}, rng_file),
+    }
+    for n, (problem, spoil) in enumerate(problems.items()):
+        rng_file.write_bytes(good)
+        spoil()
+        resume = (f"train.resume_from={checkpoint}", f"train.output_dir={tmp_path / f'again{n}'}")
+        with pytest.raises(CheckpointError, match=rf"{rng_file.name}.*allow_inexact_resume=true"):
+            train(tiny_recipe(*common, *resume))
+        assert not (tmp_path / f"again{n}").exists(), problem  # refused before anything was written
+    caplog.set_level("WARNING", logger="hftransfer")
+    resumed = train(tiny_recipe(*common, *resume, "train.allow_inexact_resume=true"))
+    assert resumed["global_steps"] == 12
+    assert any(rng_file.name in r.getMessage() and "allow_inexact_resume" in r.getMessage() for r in caplog.records)

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
+import pytest
 import torch
 from torch.utils.data import BatchSampler
 from transformers.trainer_pt_utils import LengthGroupedSampler
@@ -56,3 +58,57 @@ def test_wastes_fewer_pad_tokens_than_length_grouped_sampler():
     theirs = list(BatchSampler(LengthGroupedSampler(32, lengths=lengths), 32, drop_last=False))
     assert pad_share(ours, lengths) < 0.5 * pad_share(theirs, lengths)
     assert pad_share(ours, lengths) < 0.05
+
+
+def _shares(lengths: list[int], batch_size: int, processes: int, accumulation: int, epoch: int = 0, seed: int = 3):
+    """Every process's batches of one epoch as `ShardedBatches` yields them: (rows, weight) per batch."""
+    from hftransfer.data.sampling import ShardedBatches
+
+    shares = []
+    for rank in range(processes):
+        sharded = ShardedBatches(
+            LengthBucketedBatchSampler(lengths, batch_size, seed=seed), len(lengths), processes, rank, accumulation
+        )
+        sharded.set_epoch(epoch)
+        weights = sharded.loss_weights()
+        batches = list(sharded)
+        assert len(batches) == len(sharded)  # the loop may count on len(): it is what the loader delivers
+        n = len(lengths)
+        shares.append([([i % n for i in batch], weights[batch[0] // n]) for batch in batches])
+    return shares
+
+
+@pytest.mark.parametrize("rows", [1, 7, 90, 96, 100, 300])
+@pytest.mark.parametrize("batch_size", [3, 8])
+@pytest.mark.parametrize("processes", [2, 3])
+@pytest.mark.parametrize("accumulation", [1, 2])
+def test_sharded_batches_train_every_row_once_under_any_process_count(rows, batch_size, processes, accumulation):
+    """Accelerate's BatchSamplerShard skips a round when the short batch is not last (pitfalls 16); ours cannot:
+    every row is trained exactly once per epoch, every process takes the same number of steps, and the loss
+    weights make P processes equal to one process accumulating P batches per round."""
+    lengths = [5 + (i * 7919) % 23 for i in range(rows)]
+    for epoch in range(3):  # the short batch moves with the epoch's shuffle
+        shares = _shares(lengths, batch_size, processes, accumulation, epoch)
+        rounds = {len(share) for share in shares}
+        assert rounds == {math.ceil(math.ceil(rows / batch_size) / processes)}
+        real = [row for share in shares for batch, weight in share if weight > 0 for row in batch]
+        assert sorted(real) == list(range(rows))
+        # Per optimizer step (a group of `accumulation` rounds), the weights over all processes average the group's
+        # real batches: sum of weights == batches per process in the group * processes.
+        steps = math.ceil(len(shares[0]) / accumulation)
+        for step in range(steps):
+            group = slice(step * accumulation, (step + 1) * accumulation)
+            in_group = [weight for share in shares for _, weight in share[group]]
+            assert sum(in_group) == pytest.approx(len(shares[0][group]) * processes)
+            assert len({w for w in in_group if w > 0}) == 1  # real batches of one group weigh the same
+
+
+def test_short_batch_on_process_one_keeps_its_round():
+    """The case the hostile run found: 300 rows, batch 8, 2 processes: 19 steps in every epoch on both."""
+    lengths = [5 + (i * 7919) % 23 for i in range(300)]
+    seen_short_on_one = False
+    for epoch in range(4):
+        shares = _shares(lengths, 8, 2, 1, epoch, seed=0)
+        assert [len(s) for s in shares] == [19, 19]
+        seen_short_on_one |= any(len(batch) < 8 and weight > 0 for batch, weight in shares[1])
+    assert seen_short_on_one  # the position that lost a round under BatchSamplerShard was exercised

@@ -17,14 +17,23 @@ from typing import Any, ClassVar
 import torch
 from datasets import Dataset, DatasetDict
 from torch import nn
-from transformers import PreTrainedModel
+from transformers import (
+    AutoImageProcessor,
+    AutoModelForImageClassification,
+    AutoModelForSequenceClassification,
+    AutoTokenizer,
+    PreTrainedModel,
+)
 
 from hftransfer.config.locations import resolve_location
 from hftransfer.config.recipe import DataConfig, ModelConfig, RunConfig
+from hftransfer.data.images import load_image_file, load_image_splits, prepare_image_data
 from hftransfer.data.labels import LabelMap
 from hftransfer.data.prepared import PreparedData
-from hftransfer.data.sources import DataError
-from hftransfer.models.loading import ModelError, load_classification_model
+from hftransfer.data.sources import DataError, load_splits, single_file_split
+from hftransfer.data.text import DynamicPaddingCollator, prepare_text_data, tokenize_split
+from hftransfer.models.images import load_image_classifier, load_image_processor
+from hftransfer.models.loading import ModelError, load_classification_model, load_classifier, load_tokenizer
 from hftransfer.models.pooling import apply_pooling, masked_mean
 
 TEXT = "text-classification"
@@ -50,10 +59,8 @@ class Task:
     averages_layers: ClassVar[bool] = False
     """Whether frozen features may average every layer's states (`rank --layers mean`): all of one width."""
 
-    @property
-    def auto_class(self) -> type:
-        """The transformers Auto class of this task's classifiers."""
-        raise NotImplementedError
+    auto_class: ClassVar[type]
+    """The transformers Auto class of this task's classifiers."""
 
     # --- checkpoints ---------------------------------------------------------------------------------------------
 
@@ -148,51 +155,15 @@ class Task:
 class TextTask(Task):
     name = TEXT
     averages_layers = True
-
-    @property
-    def auto_class(self) -> type:
-        from transformers import AutoModelForSequenceClassification
-
-        return AutoModelForSequenceClassification
-
-    def load_processor(self, model: ModelConfig) -> Any:
-        from hftransfer.models.loading import load_tokenizer
-
-        return load_tokenizer(model)
-
-    def load_saved_processor(self, folder: str | Path) -> Any:
-        from transformers import AutoTokenizer
-
-        return AutoTokenizer.from_pretrained(folder)
-
-    def load_model(self, model: ModelConfig, labels: LabelMap) -> PreTrainedModel:
-        from hftransfer.models.loading import load_classifier
-
-        return load_classifier(model, labels)
-
-    def load_splits(self, data: DataConfig, *, need_train: bool = True) -> DatasetDict:
-        from hftransfer.data.sources import load_splits
-
-        return load_splits(data, need_train=need_train)
-
-    def load_file(self, path: str, data: DataConfig) -> Dataset:
-        from hftransfer.data.sources import single_file_split
-
-        return single_file_split(path, data)
-
-    def prepare_data(self, data: DataConfig, processor: Any, raw: DatasetDict | None = None) -> PreparedData:
-        from hftransfer.data.text import prepare_text_data
-
-        return prepare_text_data(data, processor, raw)
+    auto_class = AutoModelForSequenceClassification
+    load_processor, load_saved_processor = staticmethod(load_tokenizer), staticmethod(AutoTokenizer.from_pretrained)
+    load_model, load_splits = staticmethod(load_classifier), staticmethod(load_splits)
+    load_file, prepare_data = staticmethod(single_file_split), staticmethod(prepare_text_data)
 
     def encode_inputs(self, rows: Dataset, data: DataConfig, name: str, processor: Any) -> Dataset:
-        from hftransfer.data.text import tokenize_split
-
         return tokenize_split(rows, processor, data, name)
 
     def collator(self, processor: Any, data: DataConfig) -> Callable:
-        from hftransfer.data.text import DynamicPaddingCollator
-
         return DynamicPaddingCollator(processor)
 
     def read_lines(self, path: str, data: DataConfig) -> Dataset:
@@ -252,42 +223,11 @@ class TextTask(Task):
 
 class ImageTask(Task):
     name = IMAGE
-
-    @property
-    def auto_class(self) -> type:
-        from transformers import AutoModelForImageClassification
-
-        return AutoModelForImageClassification
-
-    def load_processor(self, model: ModelConfig) -> Any:
-        from hftransfer.models.images import load_image_processor
-
-        return load_image_processor(model)
-
-    def load_saved_processor(self, folder: str | Path) -> Any:
-        from transformers import AutoImageProcessor
-
-        return AutoImageProcessor.from_pretrained(folder)
-
-    def load_model(self, model: ModelConfig, labels: LabelMap) -> PreTrainedModel:
-        from hftransfer.models.images import load_image_classifier
-
-        return load_image_classifier(model, labels)
-
-    def load_splits(self, data: DataConfig, *, need_train: bool = True) -> DatasetDict:
-        from hftransfer.data.images import load_image_splits
-
-        return load_image_splits(data, need_train=need_train)
-
-    def load_file(self, path: str, data: DataConfig) -> Dataset:
-        from hftransfer.data.images import load_image_file
-
-        return load_image_file(path, data)
-
-    def prepare_data(self, data: DataConfig, processor: Any, raw: DatasetDict | None = None) -> PreparedData:
-        from hftransfer.data.images import prepare_image_data
-
-        return prepare_image_data(data, processor, raw)
+    auto_class = AutoModelForImageClassification
+    load_processor = staticmethod(load_image_processor)
+    load_saved_processor = staticmethod(AutoImageProcessor.from_pretrained)
+    load_model, load_splits = staticmethod(load_image_classifier), staticmethod(load_image_splits)
+    load_file, prepare_data = staticmethod(load_image_file), staticmethod(prepare_image_data)
 
     def encode_split(self, raw: Dataset, labels: LabelMap, data: DataConfig, name: str, processor: Any) -> Dataset:
         from hftransfer.data.images import encode_image_split
@@ -338,7 +278,8 @@ class ImageTask(Task):
         model = self.auto_class.from_pretrained(resolve_location(location), use_safetensors=True)
         head = getattr(model, "classifier", None)
         if not isinstance(head, nn.Module):
-            raise ModelError(f"'{location}' ({type(model).__name__}) has no `classifier` head whose input could be read.")
+            name = type(model).__name__
+            raise ModelError(f"'{location}' ({name}) has no `classifier` head whose input could be read.")
         seen: dict[str, torch.Tensor] = {}
         head.register_forward_pre_hook(lambda _module, args: seen.__setitem__("x", args[0]))
         return model, lambda _output, _inputs: seen.pop("x").flatten(1)
@@ -376,4 +317,5 @@ def resolve_task(config: RunConfig) -> RunConfig:
     if config.task != "auto":
         return config
     model = config.model
-    return dataclasses.replace(config, task=checkpoint_task(model.name_or_path, model.revision, model.trust_remote_code))
+    task = checkpoint_task(model.name_or_path, model.revision, model.trust_remote_code)
+    return dataclasses.replace(config, task=task)

@@ -123,10 +123,11 @@ RNG_KEYS = {
 single process's file `rng_state.pth`)."""
 
 
-def check_rng_state(checkpoint: Path, loop: str, process_index: int, world_size: int, allow_inexact: bool) -> None:
+def check_rng_state(checkpoint: Path, loop: str, process_index: int, world_size: int, allow_inexact: bool) -> bool:
     """Refuse to resume from a checkpoint whose RNG file for this process is missing, unreadable or incomplete:
     Accelerate and Trainer skip it with an INFO line, and the resumed run silently stops matching an uninterrupted
-    one. `allow_inexact` (train.allow_inexact_resume) lets such a run go on with a warning."""
+    one. `allow_inexact` (train.allow_inexact_resume) lets such a run go on with a warning; the result says whether
+    the file is usable (when not, the caller must not load it)."""
     import logging
 
     from accelerate.utils import load
@@ -144,7 +145,7 @@ def check_rng_state(checkpoint: Path, loop: str, process_index: int, world_size:
     except Exception as err:  # truncated, not a torch file, or holding objects weights_only refuses to load
         problem = f"it cannot be read safely ({type(err).__name__})"
     if problem is None:
-        return
+        return True
     message = (
         f"Cannot resume exactly from {checkpoint}: its random-number state {path.name} is unusable ({problem}), "
         "so dropout and data order would differ from an uninterrupted run."
@@ -152,3 +153,4 @@ def check_rng_state(checkpoint: Path, loop: str, process_index: int, world_size:
     if not allow_inexact:
         raise CheckpointError(f"{message} Resume from another checkpoint, or set train.allow_inexact_resume=true.")
     logging.getLogger("hftransfer").warning("%s Going on (train.allow_inexact_resume=true).", message)
+    return False

@@ -175,7 +175,8 @@ class AccelerateLoop:
         runtime = time.perf_counter() - self.started
         if self.accelerator.is_main_process:
             write_json(self.work_dir / LOG_HISTORY_FILE, self.progress.log_history)
-        self.accelerator.end_training()
+        for tracker in self.accelerator.trackers:  # not end_training(): the process group is the launcher's, and
+            tracker.finish()  # destroying it would fail the next run in this process (a script, compare, a notebook)
         history = self.progress.log_history
         return LoopResult(
             model=trained_model(self.accelerator.unwrap_model(self.model)),

@@ -75,10 +75,9 @@ class StrategyTrainer(Trainer):
 
     def _load_rng_state(self, checkpoint):
         if checkpoint is not None:
-            train = self.run_config.train
-            check_rng_state(
-                Path(checkpoint), "trainer", self.args.process_index, self.args.world_size, train.allow_inexact_resume
-            )
+            allow_inexact, args = self.run_config.train.allow_inexact_resume, self.args
+            if not check_rng_state(Path(checkpoint), "trainer", args.process_index, args.world_size, allow_inexact):
+                return  # unusable and allowed to go on: the Trainer would fail or half-restore it
         super()._load_rng_state(checkpoint)
 
     def create_optimizer(self, model=None):
