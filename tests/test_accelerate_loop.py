@@ -248,9 +248,9 @@ def test_two_processes_train_every_bucketed_batch_in_both_loops(tiny_bert_no_dro
     came. Row counts and batch sizes where the short batch falls on process 1, and one where process 1 gets a
     stand-in in the last round: every step is taken, the final evaluation is logged, and the weights equal one
     process accumulating the same batches, in both loops."""
-    from hftransfer.config.recipe import save_config
-
     from conftest import recipe_maker
+
+    from hftransfer.config.recipe import save_config
 
     train_file, dev_file = toy_text_files
     lines = train_file.read_text().splitlines()
@@ -261,7 +261,8 @@ def test_two_processes_train_every_bucketed_batch_in_both_loops(tiny_bert_no_dro
         data.write_text("\n".join(lines[: rows + 1]) + "\n")
         make = recipe_maker(tiny_bert_no_dropout, data, dev_file, tmp_path / "unused")
         for loop in ("accelerate", "trainer"):
-            common = (f"train.batch_size={batch}", f"train.loop={loop}", "train.save_steps=1000", "train.eval_steps=1000")
+            common = (f"train.batch_size={batch}", f"train.loop={loop}", "train.save_steps=1000",
+                      "train.eval_steps=1000")  # fmt: skip
             two = make(*common, f"train.gradient_accumulation_steps={accumulation}",
                        f"train.output_dir={tmp_path / f'two-{name}-{loop}'}")  # fmt: skip
             save_config(two, tmp_path / f"{name}-{loop}.yaml")
@@ -294,5 +295,6 @@ def test_two_processes_train_every_bucketed_batch_in_both_loops(tiny_bert_no_dro
         evals = [e for e in history if "eval_loss" in e]
         assert evals and evals[-1]["step"] == expected[name], (name, loop)  # the final evaluation came
         assert evals[-1]["eval_num_samples"] == 32
+        one_weights = _weights(tmp_path / f"one-{name}-{loop}")
         for key, tensor in _weights(folder).items():
-            torch.testing.assert_close(tensor, _weights(tmp_path / f"one-{name}-{loop}")[key], rtol=1e-4, atol=1e-6, msg=key)
+            torch.testing.assert_close(tensor, one_weights[key], rtol=1e-4, atol=1e-6, msg=key)

@@ -14,7 +14,8 @@ _spec = importlib.util.spec_from_file_location("digits_transfer", _SCRIPT)
 digits_transfer = importlib.util.module_from_spec(_spec)
 sys.modules["digits_transfer"] = digits_transfer
 _spec.loader.exec_module(digits_transfer)
-TARGET_DIGITS, summarize, write_split = digits_transfer.TARGET_DIGITS, digits_transfer.summarize, digits_transfer.write_split
+TARGET_DIGITS, summarize = digits_transfer.TARGET_DIGITS, digits_transfer.summarize
+write_split = digits_transfer.write_split
 
 
 def _digests(folder: Path) -> set[tuple[str, str]]:

@@ -5,18 +5,23 @@ from __future__ import annotations
 import copy
 import hashlib
 import json
+import os
 import random
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 from datasets import Dataset
+from safetensors.torch import load_file
+from test_accelerate_loop import _LAUNCHED_RUNS, _free_port
 from transformers import AutoTokenizer, BertConfig, BertForSequenceClassification, BertModel, BertTokenizer
 
 from hftransfer.artifacts.saved import load_run
 from hftransfer.cli import main
-from hftransfer.config.recipe import load_config
+from hftransfer.config.recipe import load_config, save_config
 from hftransfer.config.schema import ConfigError
 from hftransfer.data import DynamicPaddingCollator, LabelMap, prepare_text_data
 from hftransfer.data.text import tokenize_split, tokenizer_difference
@@ -37,8 +42,9 @@ from hftransfer.strategies.distill.teachers import (
     check_label_mapping,
     check_teacher_accuracy,
 )
-from hftransfer.training.pipeline import train
+from hftransfer.training.pipeline import prepare, train
 
+REPO = Path(__file__).resolve().parents[1]
 RECIPE = Path(__file__).parent.parent / "recipes" / "text-sst2-minilm-distill.yaml"
 
 
@@ -505,3 +511,117 @@ def test_own_tokenizer_without_cached_logits_or_with_hidden_loss_fails_early(
     with pytest.raises(TeacherError, match=message):
         train(load_config(None, [*_own_vocab_overrides(teacher_dir, own_vocab_student, toy_files, out), setting]))
     assert not out.exists()
+
+
+# --- the loop contract: one eval loss in both loops; the projection (an extra trainable module) under DDP and resume
+
+
+def _safetensors(folder: Path) -> dict[str, torch.Tensor]:
+    return load_file(folder / "model.safetensors")
+
+
+@pytest.fixture(scope="module")
+def narrow_student(tiny_bert_dir, tmp_path_factory) -> Path:
+    """A 16-wide student (the teacher is 32 wide) on the teacher's tokenizer, without dropout."""
+    folder = tmp_path_factory.mktemp("narrow-student")
+    torch.manual_seed(1)
+    config = BertConfig.from_pretrained(
+        tiny_bert_dir, hidden_size=16, intermediate_size=32, hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0
+    )
+    BertForSequenceClassification(config).save_pretrained(folder)
+    AutoTokenizer.from_pretrained(tiny_bert_dir).save_pretrained(folder)
+    return folder
+
+
+def _recipe(student: Path, teacher: Path, files, out: Path, *extra: str):
+    return load_config(
+        None,
+        [
+            f"model.name_or_path={student}",
+            *_data_overrides(files, out),
+            "strategy.name=distill",
+            f"strategy.distill.teacher={teacher}",
+            "strategy.distill.hidden_loss=mse",
+            "strategy.distill.measure_latency=false",
+            "train.epochs=2",
+            *extra,
+        ],
+    )
+
+
+def test_a_narrow_student_declares_its_projection_as_a_trainable_module(
+    narrow_student, teacher_dir, toy_files, tmp_path
+):
+    run = prepare(_recipe(narrow_student, teacher_dir, toy_files, tmp_path / "x"))
+    assert isinstance(run.strategy, DistillStrategy)
+    extras = run.strategy.trainable_modules()
+    assert extras, "a 16-wide student under a 32-wide teacher needs a hidden-state projection"
+    assert all(p.requires_grad for module in extras.values() for p in module.parameters())
+
+
+def test_both_loops_report_the_same_eval_loss_and_pick_the_same_best_step(
+    narrow_student, teacher_dir, toy_files, tmp_path
+):
+    """Eval loss is the task loss on the labels in both loops (not the KD loss), so best_metric=loss agrees."""
+    common = ("train.eval_steps=2", "train.best_metric=loss", "train.save_steps=2", "train.save_total_limit=20",
+              "train.learning_rate=3e-3")  # fmt: skip
+    runs = {}
+    for loop in ("trainer", "accelerate"):
+        runs[loop] = train(
+            _recipe(narrow_student, teacher_dir, toy_files, tmp_path / loop, f"train.loop={loop}", *common)
+        )
+    evals = {
+        loop: [(e["step"], e["eval_loss"]) for e in r["log_history"] if "eval_loss" in e] for loop, r in runs.items()
+    }
+    assert [s for s, _ in evals["trainer"]] == [s for s, _ in evals["accelerate"]]
+    for (_, a), (_, b) in zip(evals["trainer"], evals["accelerate"], strict=True):
+        assert a == pytest.approx(b, abs=1e-5)
+    best = {loop: min(e, key=lambda pair: pair[1])[0] for loop, e in evals.items()}
+    assert best["trainer"] == best["accelerate"]
+    for name, tensor in _safetensors(tmp_path / "trainer").items():  # both restored the same best checkpoint
+        torch.testing.assert_close(_safetensors(tmp_path / "accelerate")[name], tensor, rtol=0, atol=1e-5)
+
+
+@pytest.mark.parametrize("loop", ["accelerate", "trainer"])
+def test_resumed_distillation_restores_the_projection_bit_identical(
+    narrow_student, teacher_dir, toy_files, tmp_path, loop
+):
+    """A run resumed from a mid-run checkpoint ends bit-identical to the uninterrupted one: the projection's weights
+    and optimizer state travel in the checkpoint (were they re-initialised, the student would drift)."""
+    common = (f"train.loop={loop}", "train.save_steps=5", "train.save_total_limit=20")
+    train(_recipe(narrow_student, teacher_dir, toy_files, tmp_path / "full", *common))
+    checkpoint = tmp_path / "full" / "checkpoints" / "checkpoint-10"
+    assert checkpoint.is_dir()
+    train(
+        _recipe(narrow_student, teacher_dir, toy_files, tmp_path / "again", *common, f"train.resume_from={checkpoint}")
+    )
+    full, again = _safetensors(tmp_path / "full"), _safetensors(tmp_path / "again")
+    assert full.keys() == again.keys()
+    assert all(torch.equal(full[k], again[k]) for k in full)
+
+
+@pytest.mark.slow
+def test_two_processes_distilling_into_a_narrow_student_match_one(narrow_student, teacher_dir, toy_files, tmp_path):
+    """2 gloo processes vs one process accumulating the same 2 batches per step, in both loops: equal weights only if
+    the projection's gradients are all-reduced like the student's."""
+    launched, by_one = [], {}
+    for loop in ("accelerate", "trainer"):
+        two = _recipe(narrow_student, teacher_dir, toy_files, tmp_path / f"two-{loop}", f"train.loop={loop}")
+        save_config(two, tmp_path / f"{loop}.yaml")
+        launched.append(str(tmp_path / f"{loop}.yaml"))
+        one = (f"train.loop={loop}", "train.gradient_accumulation_steps=2")
+        by_one[loop] = train(_recipe(narrow_student, teacher_dir, toy_files, tmp_path / f"one-{loop}", *one))
+    script = tmp_path / "launched_runs.py"
+    script.write_text(_LAUNCHED_RUNS)
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"}
+    launch = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2"]
+    launch += ["--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no"]
+    launch += ["--main_process_port", str(_free_port()), str(script), *launched]
+    done = subprocess.run(launch, env=env, cwd=REPO, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, [line for line in done.stderr.splitlines() if "Error" in line][:10]
+    for loop, one in by_one.items():
+        results = json.loads((tmp_path / f"two-{loop}" / "results.json").read_text())
+        assert results["global_steps"] == one["global_steps"]
+        two_weights, one_weights = _safetensors(tmp_path / f"two-{loop}"), _safetensors(tmp_path / f"one-{loop}")
+        for name, tensor in one_weights.items():
+            torch.testing.assert_close(two_weights[name], tensor, rtol=1e-4, atol=1e-6, msg=f"{loop}: {name}")

@@ -153,7 +153,9 @@ class Strategy:
         return []
 
     @classmethod
-    def compare_plan(cls, recipe: RunConfig, own_overrides: list[str], strategies: list[str], runs_dir: Path) -> ComparePlan:
+    def compare_plan(
+        cls, recipe: RunConfig, own_overrides: list[str], strategies: list[str], runs_dir: Path
+    ) -> ComparePlan:
         """Settings, dependencies and notes of this strategy's run in a comparison (`recipe`: the recipe with
         the user's overrides; `own_overrides`: those given for this strategy alone)."""
         return ComparePlan()

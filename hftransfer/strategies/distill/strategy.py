@@ -130,7 +130,8 @@ class DistillStrategy(Strategy):
         task = get_task(config.task)
         collator = task.collator(processor, config.data)
         teacher_data, teacher_collator = self._teacher_inputs(data, processor, collator, config, live)
-        device, dtype, batch_size = self.runtime.device_of(model), self.runtime.autocast_dtype, config.train.eval_batch_size
+        device, dtype = self.runtime.device_of(model), self.runtime.autocast_dtype
+        batch_size = config.train.eval_batch_size
 
         started = time.perf_counter()
         eval_logits = dataset_logits(self.teacher, teacher_data.validation, teacher_collator, batch_size, device, dtype)
@@ -361,11 +362,14 @@ class DistillStrategy(Strategy):
         return ["- A distilled student is usually a little less accurate than its teacher; compare both."]
 
     @classmethod
-    def compare_plan(cls, recipe: RunConfig, own_overrides: list[str], strategies: list[str], runs_dir: Path) -> ComparePlan:
+    def compare_plan(
+        cls, recipe: RunConfig, own_overrides: list[str], strategies: list[str], runs_dir: Path
+    ) -> ComparePlan:
         """Unless the recipe names a teacher, the teacher is this comparison's `full` run and the student is cut from
         it (every other block, DistilBERT-style), or is the `model.name_or_path` given for this run alone."""
         if recipe.strategy.distill.teacher:
-            return ComparePlan(notes=(f"distill: teacher {recipe.strategy.distill.teacher} (named by the recipe or overrides)",))
+            teacher = recipe.strategy.distill.teacher
+            return ComparePlan(notes=(f"distill: teacher {teacher} (named by the recipe or overrides)",))
         if "full" not in strategies:
             raise ConfigError(
                 "distill needs a teacher: add 'full' to --strategies (compare then distils its full run), or name one "

@@ -286,7 +286,8 @@ class AccelerateLoop:
         due = p.global_step % train.eval_steps == 0 if train.eval_steps else end_of_epoch
         if not (due or last_step):
             return False, False
-        metrics = evaluate(self.strategy, self.model, self.valid_batches, self.label_names, self.accelerator.gather_for_metrics)
+        gather = self.accelerator.gather_for_metrics
+        metrics = evaluate(self.strategy, self.model, self.valid_batches, self.label_names, gather)
         improved = p.record_eval(metrics.get(train.best_metric), train.greater_is_better)
         self._record({f"eval_{k}": v for k, v in metrics.items()} | {"epoch": epoch_float})
         patience = train.early_stopping_patience

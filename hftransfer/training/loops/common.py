@@ -34,15 +34,18 @@ class LoopResult:
 
 class WithTrainableModules(nn.Module):
     """The model and a strategy's extra trainable modules as one module, so that a loop prepares (DDP, FSDP,
-    device), clips, checkpoints and restores them together. Its forward is the model's; the strategy uses its
-    extra modules directly (the same parameters)."""
+    device), clips, checkpoints and restores them together. Its forward is the model's, or with `loss_of` the
+    strategy's whole loss: DDP then sees the extra modules used inside its forward, as its gradient
+    all-reduce requires (used outside, their gradients break its bookkeeping)."""
 
     def __init__(self, model: nn.Module, extras: dict[str, nn.Module]) -> None:
         super().__init__()
         self.model = model
         self.extras = nn.ModuleDict(extras)
 
-    def forward(self, *args, **kwargs):
+    def forward(self, *args, loss_of: Callable | None = None, **kwargs):
+        if loss_of is not None:
+            return loss_of(self.model, *args, **kwargs)
         return self.model(*args, **kwargs)
 
 
@@ -59,7 +62,10 @@ def trained_model(module: nn.Module) -> nn.Module:
 def weighted_loss(strategy: Strategy, model: nn.Module, batch: dict[str, torch.Tensor]) -> torch.Tensor:
     """The strategy's loss, times the batch's loss weight when the batches were sharded across processes."""
     weight = batch.pop(WeightedRows.WEIGHT, None)
-    loss, _ = strategy.loss(model, batch)
+    if isinstance(getattr(model, "module", model), WithTrainableModules):  # bare or wrapped by DDP
+        loss, _ = model(batch, loss_of=strategy.loss)
+    else:
+        loss, _ = strategy.loss(model, batch)
     return loss if weight is None else loss * weight[0].to(loss.dtype)
 
 
