@@ -89,7 +89,7 @@ def test_full_mean_pooled_export_reproduces_the_training_eval(tiny_bert_dir, dat
     results = json.loads((out / "results.json").read_text())
     again = classification_metrics(labels, scores)
     assert again["confusion_matrix"] == results["eval"]["confusion_matrix"]
-    assert again["roc_auc"] == pytest.approx(results["eval"]["roc_auc"], abs=1e-5)
+    # Not ROC-AUC: a barely trained tiny model gives near-tied scores, whose order 1e-6 of float noise may flip.
     predicted = [[r["scores"][n] for n in ("0", "1")] for r in predict_records(load_run(out), texts)]
     np.testing.assert_allclose(scores, predicted, atol=1e-5)
 
