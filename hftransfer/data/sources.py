@@ -56,6 +56,13 @@ def load_splits(config: DataConfig, *, need_train: bool = True) -> DatasetDict:
             if not Path(path).is_file():
                 raise DataError(f"data.{name}_file: {path} does not exist.")
         splits = _load_files(files)
+    return complete_splits(splits, config, need_train=need_train)
+
+
+def complete_splits(splits: DatasetDict, config: DataConfig, *, need_train: bool = True) -> DatasetDict:
+    """Loaded (or in-memory) splits made whole: a validation split held out of train when there is none
+    (`data.validation_size`, seeded), no empty split, and `data.max_*_samples` applied."""
+    splits = DatasetDict(splits)
     if need_train and "train" not in splits:
         raise DataError("No train split: set data.train_file or data.train_split.")
     if "train" in splits and "validation" not in splits:

@@ -157,6 +157,24 @@ def load_classifier(config: ModelConfig, labels: LabelMap) -> PreTrainedModel:
     return apply_pooling(model, config.pooling)
 
 
+def adopt_classifier(model: PreTrainedModel, config: ModelConfig, labels: LabelMap) -> PreTrainedModel:
+    """A classifier the caller already loaded, checked and named for `labels`, with the recipe's pooling.
+
+    Its head must already have one output per class: hftransfer cannot resize an in-memory head the way
+    `from_pretrained` does, so a mismatch is an error that says how to get a right-sized model.
+    """
+    outputs = getattr(model.config, "num_labels", None)
+    if outputs != labels.num_labels:
+        raise ModelError(
+            f"The given model has {outputs} outputs but the data has {labels.num_labels} classes "
+            f"{list(labels.names)}. Pass its Hub id or folder instead (a new head is then sized for the data), "
+            f"or load it with num_labels={labels.num_labels}."
+        )
+    model.config.id2label, model.config.label2id = labels.id2label, labels.label2id
+    model.config.problem_type = "single_label_classification"  # never regression or multi-label by accident
+    return apply_pooling(model, config.pooling)
+
+
 def count_parameters(model: PreTrainedModel) -> tuple[int, int]:
     """(trainable, total) parameter counts."""
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)

@@ -32,7 +32,7 @@ from hftransfer.data.labels import LabelMap
 from hftransfer.data.prepared import PreparedData
 from hftransfer.data.sources import DataError, load_splits, single_file_split
 from hftransfer.data.text import DynamicPaddingCollator, prepare_text_data, tokenize_split
-from hftransfer.models.images import load_image_classifier, load_image_processor
+from hftransfer.models.images import is_image_model_type, load_image_classifier, load_image_processor
 from hftransfer.models.loading import ModelError, load_classification_model, load_classifier, load_tokenizer
 from hftransfer.models.pooling import apply_pooling, masked_mean
 
@@ -305,17 +305,22 @@ def get_task(name: str) -> Task:
 
 def checkpoint_task(location: str, revision: str | None = None, trust_remote_code: bool = False) -> str:
     """Image classification for vision checkpoints, text classification otherwise (the one place that decides)."""
-    from hftransfer.models.images import is_image_model_type
     from hftransfer.models.loading import checkpoint_config
 
-    config = checkpoint_config(location, revision=revision, trust_remote_code=trust_remote_code)
-    return IMAGE if is_image_model_type(config.model_type) else TEXT
+    return config_task(checkpoint_config(location, revision=revision, trust_remote_code=trust_remote_code))
 
 
-def resolve_task(config: RunConfig) -> RunConfig:
-    """The config with `task: auto` replaced by the checkpoint's modality (saved recipes record it)."""
+def config_task(model_config: Any) -> str:
+    """Image classification for a vision model's config, text classification otherwise."""
+    return IMAGE if is_image_model_type(model_config.model_type) else TEXT
+
+
+def resolve_task(config: RunConfig, model: PreTrainedModel | None = None) -> RunConfig:
+    """The config with `task: auto` replaced by the checkpoint's (or the given `model`'s) modality; saved recipes
+    record it."""
     if config.task != "auto":
         return config
-    model = config.model
-    task = checkpoint_task(model.name_or_path, model.revision, model.trust_remote_code)
-    return dataclasses.replace(config, task=task)
+    if model is not None:
+        return dataclasses.replace(config, task=config_task(model.config))
+    m = config.model
+    return dataclasses.replace(config, task=checkpoint_task(m.name_or_path, m.revision, m.trust_remote_code))

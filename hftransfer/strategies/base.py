@@ -9,6 +9,10 @@ they need of one comes from the class attributes and class methods below.
 
 from __future__ import annotations
 
+import contextvars
+import functools
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
@@ -23,6 +27,44 @@ if TYPE_CHECKING:
     from hftransfer.models.tasks import Task
 
 NO_DECAY_MARKERS = ("bias", "layernorm", "layer_norm", "norm.weight", "LayerNorm")
+
+_IN_STRATEGY_STEP = contextvars.ContextVar("hftransfer_in_strategy_step", default=False)
+
+
+@contextmanager
+def strategy_step() -> Iterator[None]:
+    """Marks a training forward pass as one a loop runs through the strategy (`loss`, then `on_step`)."""
+    token = _IN_STRATEGY_STEP.set(True)
+    try:
+        yield
+    finally:
+        _IN_STRATEGY_STEP.reset(token)
+
+
+def _in_strategy_step(loss: Any) -> Any:
+    @functools.wraps(loss)
+    def marked(self: Any, model: nn.Module, batch: dict) -> Any:
+        with strategy_step():
+            return loss(self, model, batch)
+
+    return marked
+
+
+def require_strategy_step(model: nn.Module, strategy: str, why: str) -> None:
+    """Make `model` refuse a training forward pass outside `strategy_step`: a plain `Trainer` (or a hand-written
+    loop) would silently train something else than the strategy. Evaluation (eval mode) is unaffected."""
+
+    def check(module: nn.Module, args: Any) -> None:
+        if module.training and not _IN_STRATEGY_STEP.get():
+            from hftransfer.errors import UserError
+
+            raise UserError(
+                f"This model was prepared by the {strategy} strategy, {why}; a plain Trainer or loop would train "
+                "something else. Train it with hftransfer.StrategyTrainer(model, args, ..., strategy=strategy), or "
+                "in your own loop take strategy.loss(model, batch) and call strategy.on_step(...) every step."
+            )
+
+    model.register_forward_pre_hook(check)
 
 
 @dataclass(frozen=True)
@@ -77,6 +119,11 @@ class Strategy:
         self.config = config
         self.runtime = Runtime()
 
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if "loss" in cls.__dict__:  # a training forward inside the strategy's own loss is what it asks for
+            cls.loss = _in_strategy_step(cls.__dict__["loss"])
+
     def bind(self, runtime: Runtime) -> None:
         """Where training runs; the loop's choice, set before `prepare`."""
         self.runtime = runtime
@@ -96,6 +143,7 @@ class Strategy:
         prepare, synchronise, clip, checkpoint and restore them together with the model; they are not saved."""
         return {}
 
+    @_in_strategy_step
     def loss(self, model: nn.Module, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
         """(mean loss over the batch, logits). Labels are popped so the model never computes its own loss."""
         logits = self.logits(model, {k: v for k, v in batch.items() if k != "labels"})

@@ -10,16 +10,18 @@ from typing import Any
 
 import torch
 from accelerate import PartialState
-from transformers import set_seed
+from datasets import DatasetDict
+from transformers import PreTrainedModel, set_seed
 
 from hftransfer.artifacts.layout import RECIPE_FILE, folder_size_bytes, publish, staging_dir
 from hftransfer.artifacts.results import RunResults
 from hftransfer.artifacts.saved import write_labels
 from hftransfer.config.recipe import RunConfig, save_config
 from hftransfer.data.prepared import PreparedData
+from hftransfer.data.sources import complete_splits
 from hftransfer.evaluation.inference import dataset_logits
 from hftransfer.evaluation.metrics import classification_metrics
-from hftransfer.models.loading import count_parameters
+from hftransfer.models.loading import adopt_classifier, count_parameters
 from hftransfer.models.tasks import Task, get_task, resolve_task
 from hftransfer.strategies import Strategy, build_strategy, strategy_class
 from hftransfer.training.loops import LOOPS
@@ -42,31 +44,61 @@ class Prepared:
     strategy: Strategy
 
 
-def prepare(config: RunConfig) -> Prepared:
+@dataclass
+class Given:
+    """What research code hands over in place of the recipe's sources (`hftransfer.finetune`): in-memory splits,
+    an already-loaded model and its processor, a ready strategy (e.g. distillation from an in-memory teacher)."""
+
+    splits: DatasetDict | None = None
+    model: PreTrainedModel | None = None
+    processor: Any = None
+    strategy: Strategy | None = None
+
+
+@dataclass
+class Finished:
+    """A finished run: what `results.json` holds (`{}` on non-main processes), what trained, and the model."""
+
+    results: dict
+    run: Prepared
+    model: torch.nn.Module
+
+
+def prepare(config: RunConfig, given: Given | None = None) -> Prepared:
     """Resolve the task, load processor and data, load the model and hand both to the strategy."""
+    given = given or Given()
     set_seed(config.train.seed)
-    config = resolve_task(config)  # `task: auto` -> the checkpoint's modality, recorded in the saved recipe
+    config = resolve_task(config, given.model)  # `task: auto` -> the modality, recorded in the saved recipe
     task = get_task(config.task)
-    processor = task.load_processor(config.model)
-    data = task.prepare_data(config.data, processor)
-    model = task.load_model(config.model, data.labels)
-    strategy = build_strategy(config.strategy)
+    processor = given.processor if given.processor is not None else task.load_processor(config.model)
+    splits = complete_splits(given.splits, config.data) if given.splits is not None else None
+    data = task.prepare_data(config.data, processor, splits)
+    if given.model is not None:
+        model = adopt_classifier(given.model, config.model, data.labels)
+    else:
+        model = task.load_model(config.model, data.labels)
+    strategy = given.strategy or build_strategy(config.strategy)
     strategy.bind(resolve_runtime(config.train))
     model = strategy.prepare(model)
     data = strategy.prepare_data(model, data, processor, config)
     return Prepared(config, task, processor, data, model, strategy)
 
 
-def train(config: RunConfig) -> dict:
+def train(config: RunConfig, given: Given | None = None) -> dict:
     """Run one recipe end to end and return what `results.json` holds (`{}` on non-main processes)."""
+    return run_pipeline(config, given).results
+
+
+def run_pipeline(config: RunConfig, given: Given | None = None) -> Finished:
+    """`train`, also handing back what trained and the trained model (for `hftransfer.finetune`)."""
     work = staging_dir(config.train.output_dir, config.train.overwrite_output_dir, config.train.resume_from is not None)
-    run = prepare(config)
+    run = prepare(config, given)
     trainable, total = count_parameters(run.model)
     logger.info("Training %s of %s parameters (%s strategy)", f"{trainable:,}", f"{total:,}", run.strategy.name)
     collator = run.task.collator(run.processor, run.config.data)
     outcome = LOOPS[run.config.train.loop](run.config, run.model, run.strategy, run.data, collator, work)
     if not PartialState().is_main_process:
-        return {}  # under `accelerate launch` the main process evaluates and writes the output folder
+        return Finished({}, run, outcome.model)  # under `accelerate launch` the main process evaluates and writes
 
     started = time.perf_counter()
     # In fp32 whatever the training precision: the saved weights are fp32, and `evaluate`, `predict` and the ONNX
@@ -85,7 +117,7 @@ def train(config: RunConfig) -> dict:
         from hftransfer.artifacts.hub import push_configured
 
         payload["hub"] = push_configured(run.config, run.config.train.output_dir)
-    return payload
+    return Finished(payload, run, outcome.model)
 
 
 def save_run(run: Prepared, model: torch.nn.Module, work: Path) -> None:

@@ -14,6 +14,7 @@ Loss: `alpha * T^2 * KL(softmax(t/T) || softmax(s/T)) + (1 - alpha) * CE(s, y)`,
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import time
 from dataclasses import replace
@@ -30,7 +31,7 @@ from hftransfer.evaluation.metrics import classification_metrics
 from hftransfer.models.loading import checkpoint_config
 from hftransfer.models.students import keep_layers
 from hftransfer.models.tasks import get_task
-from hftransfer.strategies.base import CardTable, ComparePlan, Strategy
+from hftransfer.strategies.base import CardTable, ComparePlan, Strategy, require_strategy_step
 from hftransfer.strategies.distill.config import DistillConfig
 from hftransfer.strategies.distill.losses import default_layer_map, distillation_loss, hidden_state_loss
 
@@ -69,8 +70,12 @@ class DistillStrategy(Strategy):
 
             teacher.eval().requires_grad_(False)
             labels = LabelMap.from_model_config(teacher.config.id2label)
-            self.loaded = Teacher(teacher, teacher_tokenizer, labels, "<given>", state_bytes(teacher))
+            where = "the in-memory teacher (give its tokenizer as teacher_tokenizer=)"
+            self.loaded = Teacher(teacher, teacher_tokenizer, labels, where, state_bytes(teacher))
             self.teacher = teacher
+            if not self.config.teacher:  # the recipe records where the in-memory teacher was loaded from
+                where = getattr(teacher, "name_or_path", None) or "in-memory teacher"
+                self.config = dataclasses.replace(self.config, teacher=where)
         self.projection: nn.Module | None = None
         self.layer_map: list[list[int]] = []
         self._report: dict = {}
@@ -96,6 +101,7 @@ class DistillStrategy(Strategy):
             self.teacher = self.loaded.model
         if self.config.hidden_loss != "none":
             self._setup_hidden(model)
+        require_strategy_step(model, self.name, "whose loss mixes the teacher's soft targets with the labels")
         return model
 
     def _setup_hidden(self, student: nn.Module) -> None:

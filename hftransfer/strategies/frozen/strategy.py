@@ -13,7 +13,7 @@ from torch import nn
 
 from hftransfer.config.schema import ConfigError
 from hftransfer.models.layers import LayerGroups, find_layer_groups
-from hftransfer.strategies.base import NO_DECAY_MARKERS, Strategy
+from hftransfer.strategies.base import NO_DECAY_MARKERS, Strategy, require_strategy_step
 from hftransfer.strategies.frozen.config import FrozenConfig
 from hftransfer.strategies.frozen.feature_cache import FeatureCache, FrozenPrefixCache
 
@@ -68,6 +68,8 @@ class FrozenFineTuning(Strategy):
             module.requires_grad_(False)
             self._hooks[id(module)] = module.register_forward_pre_hook(_keep_eval)
         logger.info("Frozen: embeddings and %d of %d blocks", n, len(groups.blocks))
+        if self.config.unfreeze_every:
+            require_strategy_step(model, self.name, "which unfreezes blocks on schedule in its per-step hook")
         backbone = getattr(model, "base_model", None)
         frozen_backbone = backbone is not None and not any(p.requires_grad for p in backbone.parameters())
         if not self.config.cache_features or self.config.unfreeze_every or n == 0:

@@ -22,7 +22,14 @@ from hftransfer.data.loaders import eval_loader, train_loader
 from hftransfer.errors import UserError
 from hftransfer.strategies.base import Strategy
 from hftransfer.training.checkpoints import check_rng_state, find_checkpoint
-from hftransfer.training.loops.common import LoopResult, evaluate, trained_model, weighted_loss, with_trainable_modules
+from hftransfer.training.loops.common import (
+    LoopResult,
+    WithTrainableModules,
+    evaluate,
+    trained_model,
+    weighted_loss,
+    with_trainable_modules,
+)
 from hftransfer.training.optim import build_optimizer
 from hftransfer.training.runtime import resolve_precision
 
@@ -42,16 +49,34 @@ class _LogLines(TrainerCallback):
 
 
 class StrategyTrainer(Trainer):
-    """`Trainer` whose loss, optimizer groups and batches come from hftransfer's shared pieces."""
+    """`Trainer` whose loss, per-step hooks, optimizer groups and batches come from the strategy.
+
+    The documented way to train a strategy inside a hand-written `Trainer` setup: pass the model the strategy
+    prepared and `strategy=`; everything else is `Trainer`'s. A plain `Trainer` would skip the strategy's loss and
+    hooks, so a strategy that needs them (distillation, gradual unfreezing) refuses to train there.
+    `run_config` (the recipe, for batching and resume settings) and `label_names` default sensibly.
+    """
 
     loss_is_scaled_for_ga = False  # strategies return a per-batch mean; Trainer divides by accumulation
 
-    def __init__(self, *args, strategy: Strategy, run_config: RunConfig, label_names: list[str], **kwargs) -> None:
-        super().__init__(*args, **kwargs)
+    def __init__(
+        self,
+        model=None,
+        *args,
+        strategy: Strategy,
+        run_config: RunConfig | None = None,
+        label_names: list[str] | None = None,
+        **kwargs,
+    ) -> None:
+        if model is not None and not isinstance(model, WithTrainableModules):
+            model = with_trainable_modules(model, strategy)  # extra modules train, clip and checkpoint with it
+        super().__init__(model, *args, **kwargs)
         self.strategy = strategy
-        self.run_config = run_config
-        self.label_names_ = label_names
+        self.run_config = run_config or RunConfig()
+        names = getattr(trained_model(self.model).config, "id2label", None) or {}
+        self.label_names_ = label_names or [names[i] for i in sorted(names)]
         self.train_samples_seen = 0
+        self.add_callback(_StrategySteps(strategy))
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         if return_outputs:  # not reached by training or `evaluate` (both below); kept for Trainer's other callers
@@ -112,8 +137,12 @@ class StrategyTrainer(Trainer):
 
 
 class _StrategySteps(TrainerCallback):
-    def __init__(self, strategy: Strategy, steps_per_epoch: int) -> None:
-        self.strategy, self.steps_per_epoch = strategy, steps_per_epoch
+    def __init__(self, strategy: Strategy) -> None:
+        self.strategy, self.steps_per_epoch = strategy, 1
+
+    def on_train_begin(self, args, state, control, train_dataloader=None, **kwargs):
+        # Optimizer steps per epoch, the unit `on_step` counts in (the last accumulation group may be short).
+        self.steps_per_epoch = math.ceil(len(train_dataloader) / args.gradient_accumulation_steps)
 
     def on_step_begin(self, args, state, control, model=None, **kwargs):
         self.strategy.on_step(trained_model(model), state.global_step, self.steps_per_epoch)
@@ -187,7 +216,7 @@ def run_trainer_loop(
 ):
     """Train with `Trainer`; extra `callbacks` (e.g. bench/throughput.py's timer) see every step."""
     trainer = StrategyTrainer(
-        model=with_trainable_modules(model, strategy),
+        model=model,
         args=training_arguments(config, work_dir),
         train_dataset=data.train,
         eval_dataset=data.validation,
@@ -197,9 +226,6 @@ def run_trainer_loop(
         label_names=list(data.labels.names),
         callbacks=list(callbacks) or None,
     )
-    # Optimizer steps per epoch, the unit `on_step` counts in (the last accumulation group may be short).
-    steps_per_epoch = math.ceil(len(trainer.get_train_dataloader()) / config.train.gradient_accumulation_steps)
-    trainer.add_callback(_StrategySteps(strategy, steps_per_epoch))
     epoch_timer = _EpochTimer()
     trainer.add_callback(epoch_timer)
     if trainer.args.disable_tqdm:
