@@ -111,10 +111,10 @@ cfg = yaml.safe_load(Path("accelerate_configs/fsdp.yaml").read_text())
 cfg.update(num_processes=2 if cpu else 1, use_cpu=cpu)
 (tmp / "fsdp.yaml").write_text(yaml.safe_dump(cfg))
 cmd = [sys.executable, "-m", "accelerate.commands.launch", "--config_file", str(tmp / "fsdp.yaml"), "-m",
-       "hftransfer", "train", f"model.name_or_path={tmp / 'model'}", f"data.train_file={tmp / 'train.tsv'}",
-       f"data.validation_file={tmp / 'dev.tsv'}", f"train.output_dir={tmp / 'out'}", "train.loop=accelerate",
+       "hftransfer", "train", "model.name_or_path=" + str(tmp / "model"), "data.train_file=" + str(tmp / "train.tsv"),
+       "data.validation_file=" + str(tmp / "dev.tsv"), "train.output_dir=" + str(tmp / "out"), "train.loop=accelerate",
        "train.epochs=1", "train.batch_size=32", "train.learning_rate=1e-3",
-       f"train.precision={'fp32' if cpu else 'bf16'}"]
+       "train.precision=" + ("fp32" if cpu else "bf16")]
 print(" ".join(cmd), flush=True)
 subprocess.run(cmd, check=True)
 results = json.loads((tmp / "out" / "results.json").read_text())
