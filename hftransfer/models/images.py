@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 from torch import nn
@@ -14,7 +15,8 @@ from transformers.models.auto.modeling_auto import (
 from hftransfer.config.locations import resolve_location
 from hftransfer.config.recipe import ModelConfig
 from hftransfer.data.labels import LabelMap
-from hftransfer.models.loading import ModelError, load_pretrained_classifier
+from hftransfer.models.loading import ModelError, checkpoint_config, load_pretrained_classifier
+from hftransfer.models.timm import TIMM_WRAPPER, timm_image_processor
 
 
 def is_image_model_type(model_type: str | None) -> bool:
@@ -27,6 +29,10 @@ def is_image_model_type(model_type: str | None) -> bool:
 
 def load_image_processor(config: ModelConfig) -> Any:
     location = resolve_location(config.name_or_path)
+    if not Path(location, "preprocessor_config.json").is_file():
+        pretrained = checkpoint_config(config.name_or_path, config.revision, config.trust_remote_code)
+        if pretrained.model_type == TIMM_WRAPPER:  # timm checkpoints keep preprocessing in config.json
+            return timm_image_processor(pretrained)
     try:
         return AutoImageProcessor.from_pretrained(
             location, revision=config.revision, trust_remote_code=config.trust_remote_code

@@ -87,6 +87,18 @@ def find_layer_groups(model: nn.Module) -> LayerGroups:
     """The layer groups of a Hugging Face model, or a `LayerGroupError` naming its architecture."""
     config = getattr(model, "config", None)
     model_type = getattr(config, "model_type", None)
+    from hftransfer.models.timm import is_timm_wrapper, timm_layer_groups
+
+    if is_timm_wrapper(model):  # layout by the wrapped timm class, not by model_type (always `timm_wrapper`)
+        try:
+            stem, stages = timm_layer_groups(model)
+        except LookupError as err:
+            raise LayerGroupError(
+                f"The frozen strategy does not know the stages of timm's {type(model.timm_model).__name__} "
+                "(it knows ResNet, EfficientNet/MobileNet and stem+stages layouts); use strategy.name=full or lora."
+            ) from err
+        grouped = {id(p) for m in [*stem, *stages] for p in m.parameters()}
+        return LayerGroups(stem, stages, [p for p in model.parameters() if id(p) not in grouped])
     layout = LAYOUTS.get(model_type or "")
     if layout is None:
         raise LayerGroupError(

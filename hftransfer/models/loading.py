@@ -76,8 +76,12 @@ def new_head_if_needed(model: PreTrainedModel, pretrained: Any, labels: LabelMap
     placeholder = all(name == f"LABEL_{i}" for i, name in enumerate(names))
     other_classes = len(names) == labels.num_labels and not placeholder and tuple(names) != tuple(labels.names)
     if setting == "always" or (setting == "auto" and other_classes):
+        from hftransfer.models.timm import is_timm_wrapper, timm_head_modules
+
         backbone = getattr(model, "base_model", None)
-        for child in model.children():
+        # A timm model's classifier sits inside its backbone (`timm_model`).
+        heads = timm_head_modules(model) if is_timm_wrapper(model) else model.children()
+        for child in heads:
             if child is not backbone:
                 for module in child.modules():
                     if hasattr(module, "reset_parameters"):

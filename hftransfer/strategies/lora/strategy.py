@@ -15,6 +15,7 @@ from torch import nn
 from hftransfer.errors import UserError
 from hftransfer.models.images import batch_norm_names, is_image_model_type
 from hftransfer.models.loading import load_adapter_classifier
+from hftransfer.models.timm import is_timm_wrapper, timm_batch_norm_names, timm_head_names, timm_lora_targets
 from hftransfer.strategies.base import Strategy
 from hftransfer.strategies.lora.config import LoraConfig
 
@@ -79,6 +80,7 @@ class LoraFineTuning(Strategy):
 
         model_type = getattr(getattr(model, "config", None), "model_type", None) or ""
         ia3 = self.config.method == "ia3"
+        default_targets = timm_lora_targets(model) if is_timm_wrapper(model) else None  # per model, not per family
         if ia3:
             default = _IA3_TARGETS.get(model_type) or (
                 TRANSFORMERS_MODELS_TO_IA3_TARGET_MODULES_MAPPING.get(model_type),
@@ -86,7 +88,9 @@ class LoraFineTuning(Strategy):
             )
         else:
             default = (
-                _LORA_TARGETS.get(model_type) or TRANSFORMERS_MODELS_TO_LORA_TARGET_MODULES_MAPPING.get(model_type),
+                default_targets
+                or _LORA_TARGETS.get(model_type)
+                or TRANSFORMERS_MODELS_TO_LORA_TARGET_MODULES_MAPPING.get(model_type),
                 [],
             )
         targets = list(self.config.target_modules or default[0] or [])
@@ -112,7 +116,10 @@ class LoraFineTuning(Strategy):
         targets, feedforward = self.target_modules(model)
         # Batch-norm running statistics move while the adapter trains; saving those layers with the adapter
         # is what makes a reloaded adapter predict exactly as the trained model did.
-        to_save = self.config.modules_to_save or [*head_module_names(model), *batch_norm_names(model)]
+        if is_timm_wrapper(model):  # the classifier sits inside the wrapped timm model (its base_model)
+            to_save = self.config.modules_to_save or [*timm_head_names(model), *timm_batch_norm_names(model)]
+        else:
+            to_save = self.config.modules_to_save or [*head_module_names(model), *batch_norm_names(model)]
         missing = [m for m in to_save if not any(_matches(n, m) for n, _ in model.named_modules())]
         if missing:
             raise AdapterError(f"strategy.lora.modules_to_save {missing} match no module of {type(model).__name__}.")

@@ -179,7 +179,9 @@ class AccelerateLoop:
             tracker.finish()  # destroying it would fail the next run in this process (a script, compare, a notebook)
         history = self.progress.log_history
         return LoopResult(
-            model=trained_model(self.accelerator.unwrap_model(self.model)),
+            # keep_fp32_wrapper=False: prepare() wrapped forward in autocast; the final evaluation and the saved
+            # model run in fp32 (a bf16/fp16 run's results.json otherwise scored autocast logits).
+            model=trained_model(self.accelerator.unwrap_model(self.model, keep_fp32_wrapper=False)),
             train_runtime_s=runtime,
             train_samples=self.samples,
             global_steps=self.progress.global_step,

@@ -240,7 +240,8 @@ def run_trainer_loop(
     runtime = time.perf_counter() - started
     losses = [entry["loss"] for entry in trainer.state.log_history if "loss" in entry]
     return LoopResult(
-        model=trained_model(trainer.model),
+        # Without the autocast forward the Trainer's accelerator put on it: the final evaluation runs in fp32.
+        model=trained_model(trainer.accelerator.unwrap_model(trainer.model, keep_fp32_wrapper=False)),
         train_runtime_s=runtime,
         train_samples=trainer.train_samples_seen,
         global_steps=trainer.state.global_step,
