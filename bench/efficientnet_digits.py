@@ -28,9 +28,8 @@ sys.path[:0] = [str(REPO), str(REPO / "bench"), str(REPO / "examples")]
 
 def save_lite0(folder: Path, weights: Path | None, size: int) -> Path:
     import timm
-    from transformers import TimmWrapperConfig, TimmWrapperForImageClassification
-
     from efficientnet_lite0_map import map_to_timm
+    from transformers import TimmWrapperConfig, TimmWrapperForImageClassification
 
     model_args = {"pad_type": "same", "bn_eps": 1e-3}
     pretrained_cfg = {

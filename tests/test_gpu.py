@@ -212,7 +212,7 @@ FP32_CASES = [
 @pytest.mark.parametrize("device_precision", FP32_CASES)
 @pytest.mark.parametrize("cached", ["frozen-blocks", "head-only"])
 def test_frozen_feature_caches_give_the_uncached_losses(cached, device_precision, tiny_model, toy_files, tmp_path):
-    device, precision = device_precision
+    _device, precision = device_precision
     mode = (
         ("strategy.frozen.frozen_blocks=1",)
         if cached == "frozen-blocks"

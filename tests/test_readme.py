@@ -24,7 +24,7 @@ def test_library_use_snippets_run(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     namespace: dict = {}
     for block in blocks:
-        exec(compile(block, str(README), "exec"), namespace)  # noqa: S102
+        exec(compile(block, str(README), "exec"), namespace)
     run, student = namespace["run"], namespace["student"]
     assert run.metrics["accuracy"] > 0.6 and (tmp_path / "outputs" / "notebook" / "recipe.yaml").is_file()
     assert namespace["trainer"].evaluate()["eval_num_samples"] == 200

@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 from types import SimpleNamespace
+from typing import ClassVar
 
 import numpy as np
 import pytest
@@ -45,7 +46,7 @@ def _basic_block(cin: int, cout: int, stride: int) -> nn.Module:
 class FakeTimmResNet(nn.Module):
     """timm ResNet's module names: conv1/bn1 stem, layer1..layer4 of blocks with downsample.0/.1, fc head."""
 
-    pretrained_cfg = {"classifier": "fc"}
+    pretrained_cfg: ClassVar[dict] = {"classifier": "fc"}
 
     def __init__(self) -> None:
         super().__init__()
@@ -60,7 +61,7 @@ class FakeTimmEfficientNet(nn.Module):
     """timm EfficientNet's names: conv_stem/bn1, blocks.<stage>.<i> with conv_pw/conv_dw (depthwise)/conv_pwl,
     conv_head/bn2, classifier."""
 
-    pretrained_cfg = {"classifier": "classifier"}
+    pretrained_cfg: ClassVar[dict] = {"classifier": "classifier"}
 
     def __init__(self) -> None:
         super().__init__()
