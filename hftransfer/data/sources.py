@@ -37,7 +37,7 @@ def _builder_for(files: dict[str, str]) -> tuple[str, dict]:
 def load_splits(config: DataConfig, *, need_train: bool = True) -> DatasetDict:
     """Return train/validation(/test) splits; hold out part of train when there is no validation."""
     if config.dataset:
-        splits = _load_hub(config)
+        splits = _handle_unlabelled(_load_hub(config), config)
     elif config.train_dir or config.validation_dir or config.test_dir:
         splits = load_image_folders(config)
     else:
@@ -52,10 +52,7 @@ def load_splits(config: DataConfig, *, need_train: bool = True) -> DatasetDict:
         }
         if not files:
             raise DataError("No data given: set data.dataset (a Hub dataset), data.train_file or data.train_dir.")
-        for name, path in files.items():
-            if not Path(path).is_file():
-                raise DataError(f"data.{name}_file: {path} does not exist.")
-        splits = _load_files(files)
+        splits = _load_checked_files(files, config)
     if need_train and "train" not in splits:
         raise DataError("No train split: set data.train_file or data.train_split.")
     if "train" in splits and "validation" not in splits:
@@ -93,10 +90,30 @@ def load_image_folders(config: DataConfig) -> DatasetDict:
     return splits
 
 
+def _load_checked_files(files: dict[str, str], config: DataConfig, key: str | None = None) -> DatasetDict:
+    """Local files, each looked at first (hftransfer.data.files), with rows lacking a label refused or dropped."""
+    from hftransfer.data.files import check_data_file, check_same_columns
+
+    facts = {name: (path, check_data_file(path, f"data.{name}_file" if key is None else key)) for name, path in files.items()}
+    check_same_columns(facts, config.label_column)
+    return _handle_unlabelled(_load_files(files), config, facts)
+
+
+def _handle_unlabelled(splits: DatasetDict, config: DataConfig, facts: dict | None = None) -> DatasetDict:
+    from hftransfer.data.files import handle_unlabelled
+
+    return handle_unlabelled(splits, config.label_column, config.drop_unlabelled, facts)
+
+
 def _load_files(files: dict[str, str]) -> DatasetDict:
+    from datasets.exceptions import DatasetGenerationError
+
     builder, kwargs = _builder_for(files)
     try:
         return load_dataset(builder, data_files=files, **kwargs)
+    except DatasetGenerationError as err:  # a problem the file checks did not catch: the cause, in one line
+        cause = str(err.__cause__ or err).strip().splitlines() or [type(err).__name__]
+        raise DataError(f"Cannot read {', '.join(files.values())}: {cause[0]} Fix the file.") from err
     except ValueError as err:  # datasets refuses a split with no rows before we can look at it
         empty = re.search(r'Instruction "(\w+)" corresponds to no data', str(err))
         if empty:
@@ -133,7 +150,4 @@ def _subsample(splits: DatasetDict, config: DataConfig) -> DatasetDict:
 
 def single_file_split(path: str, config: DataConfig) -> Dataset:
     """Load one local file as a split (for `hftransfer evaluate --file`)."""
-    path = resolve_location(path)
-    if not Path(path).is_file():
-        raise DataError(f"{path} does not exist.")
-    return _load_files({"eval": path})["eval"]
+    return _load_checked_files({"eval": resolve_location(path)}, config, key="")["eval"]

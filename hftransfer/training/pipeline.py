@@ -12,7 +12,7 @@ import torch
 from accelerate import PartialState
 from transformers import set_seed
 
-from hftransfer.artifacts.layout import RECIPE_FILE, folder_size_bytes, publish, staging_dir
+from hftransfer.artifacts.layout import RECIPE_FILE, cleanup_failed_run, folder_size_bytes, publish, staging_dir
 from hftransfer.artifacts.results import RunResults
 from hftransfer.artifacts.saved import write_labels
 from hftransfer.config.recipe import RunConfig, save_config
@@ -20,6 +20,7 @@ from hftransfer.data.prepared import PreparedData
 from hftransfer.evaluation.inference import dataset_logits
 from hftransfer.evaluation.metrics import classification_metrics
 from hftransfer.models.loading import count_parameters
+from hftransfer.models.locate import check_run_locations, fit_max_length
 from hftransfer.models.tasks import Task, get_task, resolve_task
 from hftransfer.strategies import Strategy, build_strategy, strategy_class
 from hftransfer.training.loops import LOOPS
@@ -48,6 +49,7 @@ def prepare(config: RunConfig) -> Prepared:
     config = resolve_task(config)  # `task: auto` -> the checkpoint's modality, recorded in the saved recipe
     task = get_task(config.task)
     processor = task.load_processor(config.model)
+    config = fit_max_length(config, processor)  # data.max_length within the positions the model has
     data = task.prepare_data(config.data, processor)
     model = task.load_model(config.model, data.labels)
     strategy = build_strategy(config.strategy)
@@ -59,7 +61,13 @@ def prepare(config: RunConfig) -> Prepared:
 
 def train(config: RunConfig) -> dict:
     """Run one recipe end to end and return what `results.json` holds (`{}` on non-main processes)."""
+    check_run_locations(config)  # a missing model folder or uncached Hub id fails before any folder is made
     work = staging_dir(config.train.output_dir, config.train.overwrite_output_dir, config.train.resume_from is not None)
+    with cleanup_failed_run(work):  # a failed run leaves no empty <out>.incomplete behind
+        return _train_in(config, work)
+
+
+def _train_in(config: RunConfig, work: Path) -> dict:
     run = prepare(config)
     trainable, total = count_parameters(run.model)
     logger.info("Training %s of %s parameters (%s strategy)", f"{trainable:,}", f"{total:,}", run.strategy.name)
