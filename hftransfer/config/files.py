@@ -11,7 +11,7 @@ from hftransfer.config.schema import ConfigError
 
 
 def read_recipe_tree(path: str | Path) -> dict[str, Any]:
-    """The recipe's mapping of keys: missing, folder, non-UTF-8, YAML syntax errors and non-mappings are ConfigErrors."""
+    """The recipe's mapping of keys; a missing file, folder, non-UTF-8 bytes, bad YAML or a non-mapping: ConfigError."""
     file = Path(path)
     if file.is_dir():
         raise ConfigError(f"Recipe {path} is a folder; give a YAML file.")

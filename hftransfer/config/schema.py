@@ -6,6 +6,7 @@ so an unknown key or a wrongly typed value stops the run before any model loads.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import difflib
 import math
@@ -90,10 +91,8 @@ def _coerce(value: Any, tp: Any, path: str) -> Any:
         if isinstance(value, (int, float)) and not isinstance(value, bool):
             number = float(value)
         elif isinstance(value, str):  # YAML reads `1e-4` (no dot) as a string
-            try:
+            with contextlib.suppress(ValueError):
                 number = float(value)
-            except ValueError:
-                pass
         if number is None:
             raise ConfigError(f"'{path}' expects a number, got {value!r}.")
         if not math.isfinite(number):

@@ -36,6 +36,8 @@ class FileFacts:
 
 
 def _fail(key: str, path: str, problem: str) -> DataError:
+    if key.startswith("--"):  # a command-line option: `--file PATH ...`
+        return DataError(f"{key} {path} {problem}")
     return DataError(f"{key}: {path} {problem}" if key else f"{path} {problem}")
 
 
@@ -98,7 +100,8 @@ def _delimited_facts(text: str, path: str, key: str, delimiter: str) -> FileFact
     except csv.Error as err:
         raise _fail(key, path, f"line {reader.line_num} cannot be parsed ({err}); fix its quoting.") from err
     if not facts.lines:
-        raise _fail(key, path, f"has a header ({delimiter.join(facts.columns)}) but no data rows.")
+        split = key[len("data.") : -len("_file")] if key.startswith("data.") and key.endswith("_file") else "a"
+        raise _fail(key, path, f"has a header but no data rows: the {split} split is empty; add rows.")
     return facts
 
 
@@ -153,7 +156,7 @@ def check_same_columns(facts: dict[str, tuple[str, FileFacts | None]], label_col
             other = known[with_label[0]][0]
             raise DataError(
                 f"data.{name}_file: {path} has no label column '{label_column}' (its columns: {columns}) but {other} "
-                f"has; add the column to {path}, or set data.label_column to the name both files use."
+                "has; add the column to it, or set data.label_column to a column both files have."
             )
     names = list(known)
     for name in names[1:]:
@@ -210,10 +213,15 @@ def _as_integers(split: Dataset, column: str) -> Dataset:
 
 
 def handle_unlabelled(
-    splits: DatasetDict, column: str, drop: bool, sources: dict[str, tuple[str, FileFacts | None]] | None = None
+    splits: DatasetDict,
+    column: str,
+    drop: bool,
+    sources: dict[str, tuple[str, FileFacts | None]] | None = None,
+    recipe: bool = True,
 ) -> DatasetDict:
     """Rows without a label stop the run, naming where they are; with `drop` (data.drop_unlabelled) they are
-    removed and counted per split."""
+    removed and counted per split. `recipe=False`: the data is not the recipe's (evaluate --file), so the fix
+    offered is the file's alone."""
     sources = sources or {}
     for name in list(splits):
         split = splits[name]
@@ -224,12 +232,33 @@ def handle_unlabelled(
         where = _where(rows, facts.lines if facts else None, len(split))
         origin = f"{path}" if path else f"the {name} split"
         if not drop:
+            them = "them" if len(rows) > 1 else "it"
+            fix = f"drop {them} from the file" + (", or set data.drop_unlabelled=true" if recipe else "")
             raise DataError(
                 f"{origin} has {len(rows)} row{'s' if len(rows) > 1 else ''} without a label in '{column}' {where}; "
-                "drop them from the file, or set data.drop_unlabelled=true."
+                f"{fix}."
             )
         doomed = set(rows)
         kept = split.select([i for i in range(len(split)) if i not in doomed])
         splits[name] = _as_integers(kept, column)
-        logger.warning("Dropped %d %s rows without a label in '%s' (data.drop_unlabelled=true).", len(rows), name, column)
+        logger.warning(
+            "Dropped %d %s rows without a label in '%s' (data.drop_unlabelled=true).", len(rows), name, column
+        )
     return splits
+
+
+def check_class_folders(folder: Path, key: str, need_two: bool) -> None:
+    """`<dir>/<class>/<image>`, one level deep: nested folders would be read as other classes or mixed into one."""
+    classes = sorted(p for p in folder.iterdir() if p.is_dir() and not p.name.startswith("."))
+    for cls in classes:
+        nested = sorted(p.name for p in cls.iterdir() if p.is_dir() and not p.name.startswith("."))
+        if nested:
+            raise DataError(
+                f"{key}: class folder {cls} has sub-folders {nested[:3]}; put the images directly in "
+                f"{folder}/<class>/, one folder level per class."
+            )
+    if need_two and len(classes) == 1:
+        raise DataError(
+            f"{key}: {folder} has a single class sub-folder ('{classes[0].name}'); classification needs at least "
+            "two classes, one sub-folder each."
+        )

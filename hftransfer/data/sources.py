@@ -82,6 +82,9 @@ def load_image_folders(config: DataConfig) -> DatasetDict:
             raise DataError(
                 f"data.{name}_dir: {folder} has no class sub-folders; lay it out as {folder}/<class>/*.png."
             )
+        from hftransfer.data.files import check_class_folders
+
+        check_class_folders(Path(folder), f"data.{name}_dir", need_two=name == "train")
     files = {name: f"{folder}/**" for name, folder in dirs.items()}
     splits = load_dataset("imagefolder", data_files=files)
     for name, split in splits.items():
@@ -91,18 +94,20 @@ def load_image_folders(config: DataConfig) -> DatasetDict:
 
 
 def _load_checked_files(files: dict[str, str], config: DataConfig, key: str | None = None) -> DatasetDict:
-    """Local files, each looked at first (hftransfer.data.files), with rows lacking a label refused or dropped."""
+    """Local files, each looked at first (hftransfer.data.files); rows without a label are refused or dropped."""
     from hftransfer.data.files import check_data_file, check_same_columns
 
     facts = {name: (path, check_data_file(path, f"data.{name}_file" if key is None else key)) for name, path in files.items()}
     check_same_columns(facts, config.label_column)
-    return _handle_unlabelled(_load_files(files), config, facts)
+    return _handle_unlabelled(_load_files(files), config, facts, recipe=key is None)
 
 
-def _handle_unlabelled(splits: DatasetDict, config: DataConfig, facts: dict | None = None) -> DatasetDict:
+def _handle_unlabelled(
+    splits: DatasetDict, config: DataConfig, facts: dict | None = None, recipe: bool = True
+) -> DatasetDict:
     from hftransfer.data.files import handle_unlabelled
 
-    return handle_unlabelled(splits, config.label_column, config.drop_unlabelled, facts)
+    return handle_unlabelled(splits, config.label_column, config.drop_unlabelled, facts, recipe)
 
 
 def _load_files(files: dict[str, str]) -> DatasetDict:

@@ -6,16 +6,18 @@ from __future__ import annotations
 import json
 from collections.abc import Iterable, Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from hftransfer.data.sources import DataError
 
+if TYPE_CHECKING:
+    from hftransfer.config.recipe import RunConfig
 
-def expected_columns(output_dir: str) -> tuple[list[str], str]:
-    """The input columns a run reads and its label column, from its saved recipe (no model loads)."""
-    from hftransfer.artifacts.saved import read_recipe
+
+def expected_columns(config: RunConfig) -> tuple[list[str], str]:
+    """The input columns a run reads and its label column."""
     from hftransfer.models.tasks import IMAGE
 
-    config = read_recipe(output_dir)
     data = config.data
     inputs = [data.images.column or "image"] if config.task == IMAGE else list(data.text_columns)
     return inputs, data.label_column
@@ -25,21 +27,25 @@ def check_evaluate_file(output_dir: str, path: str) -> None:
     """`evaluate OUTPUT --file PATH`: a readable file with the columns the run reads, before its model loads."""
     from hftransfer.data.files import check_data_file
 
+    from hftransfer.artifacts.saved import read_recipe
+    from hftransfer.data.sources import single_file_split
+
     facts = check_data_file(path, "--file")
-    if facts is None or not facts.columns:
-        return
-    inputs, label = expected_columns(output_dir)
-    needed = [*inputs, label]
-    missing = [c for c in needed if c not in facts.columns]
-    if missing:
-        raise DataError(
-            f"--file {path} lacks the column{'s' if len(missing) > 1 else ''} {missing}: this run reads {needed} "
-            f"(inputs, then label) and the file has {facts.columns}; rename the file's columns."
-        )
+    config = read_recipe(output_dir)  # the saved recipe only: no model loads
+    if facts is not None and facts.columns:
+        inputs, label = expected_columns(config)
+        needed = [*inputs, label]
+        missing = [c for c in needed if c not in facts.columns]
+        if missing:
+            raise DataError(
+                f"--file {path} lacks the column{'s' if len(missing) > 1 else ''} {missing}: this run reads {needed} "
+                f"(inputs, then label) and the file has {facts.columns}; rename the file's columns."
+            )
+    single_file_split(path, config.data)  # rows without a label, and what the file checks left to datasets
 
 
 def check_predict_file(path: str) -> None:
-    """`predict OUTPUT --file PATH`: an existing UTF-8 file whose `{...}` lines are valid JSON, before the model loads."""
+    """`predict OUTPUT --file PATH`: an existing UTF-8 file whose `{...}` lines are valid JSON (before any model)."""
     file = Path(path)
     if file.is_dir():
         raise DataError(f"--file {path} is a folder; give a text file (one text per line) or JSONL records.")

@@ -23,7 +23,15 @@ MODEL_FILES = ("config.json", "adapter_config.json")
 SANE_MAX_LENGTH = 1_000_000
 """Tokenizers without a known limit report `model_max_length` = 1e30 (VERY_LARGE_INTEGER); above this it means none."""
 
-OFFSET_POSITIONS = ("roberta", "xlm-roberta", "camembert", "longformer", "data2vec-text", "xmod", "roberta-prelayernorm")
+OFFSET_POSITIONS = (
+    "roberta",
+    "xlm-roberta",
+    "camembert",
+    "longformer",
+    "data2vec-text",
+    "xmod",
+    "roberta-prelayernorm",
+)
 """Model types whose position ids start at pad_token_id + 1 (RoBERTa's 514 positions read 512 tokens)."""
 
 
@@ -32,7 +40,7 @@ class LocationError(UserError):
 
 
 def looks_like_path(spec: str) -> bool:
-    """A local path rather than a Hub id: starts with ./ ../ / ~ or holds the OS separator beyond a single `org/name`."""
+    """A local path rather than a Hub id: starts with `.`, `/` or `~`, or has more separators than `org/name`."""
     if spec.startswith((".", "/", "~")) or (os.sep != "/" and os.sep in spec):
         return True
     return spec.count("/") > 1
@@ -84,8 +92,15 @@ def check_checkpoint_location(spec: str, key: str, revision: str | None = None) 
 
 
 def check_run_locations(config: Any) -> None:
-    """Every checkpoint a recipe names (the model; a strategy's teacher), before any output folder is touched."""
+    """Every checkpoint a recipe names (the model; a strategy's teacher; a checkpoint to resume from), before any
+    output folder is touched."""
     check_checkpoint_location(config.model.name_or_path, "model.name_or_path", config.model.revision)
+    resume = config.train.resume_from
+    if resume not in (None, "latest") and not Path(resume).is_dir():
+        raise LocationError(
+            f"train.resume_from: folder {resume} does not exist; give a checkpoint-N folder of an interrupted run, "
+            "or `latest`."
+        )
     selected = config.strategy.selected
     teacher = getattr(selected, "teacher", None)
     if isinstance(teacher, str) and teacher:
