@@ -33,6 +33,8 @@ class FileFacts:
 
     columns: list[str] = field(default_factory=list)
     lines: list[int] = field(default_factory=list)
+    unlabelled: list[int] = field(default_factory=list)
+    """File lines whose label cell (of `label_column`, when given) is missing."""
 
 
 def _fail(key: str, path: str, problem: str) -> DataError:
@@ -41,7 +43,7 @@ def _fail(key: str, path: str, problem: str) -> DataError:
     return DataError(f"{key}: {path} {problem}" if key else f"{path} {problem}")
 
 
-def check_data_file(path: str, key: str) -> FileFacts | None:
+def check_data_file(path: str, key: str, label_column: str | None = None) -> FileFacts | None:
     """Refuse a file that cannot be loaded: a folder, missing, empty, header only, not UTF-8, a broken JSON line or a
     row with the wrong number of fields. Returns the columns and row lines (None when the file is not scanned)."""
     file = Path(path)
@@ -61,8 +63,8 @@ def check_data_file(path: str, key: str) -> FileFacts | None:
     if not text.strip():
         raise _fail(key, path, "is empty (only blank lines); give a file with a header and data rows.")
     if suffix in (".csv", ".tsv"):
-        return _delimited_facts(text, path, key, "\t" if suffix == ".tsv" else ",")
-    return _json_facts(text, path, key)
+        return _delimited_facts(text, path, key, "\t" if suffix == ".tsv" else ",", label_column)
+    return _json_facts(text, path, key, label_column)
 
 
 def _utf8_text(file: Path, key: str) -> str:
@@ -76,7 +78,7 @@ def _utf8_text(file: Path, key: str) -> str:
         ) from err
 
 
-def _delimited_facts(text: str, path: str, key: str, delimiter: str) -> FileFacts:
+def _delimited_facts(text: str, path: str, key: str, delimiter: str, label_column: str | None) -> FileFacts:
     # The same dialect the loader uses: TSV without quoting (SST-2 sentences start with quotes), CSV with it.
     quoting = csv.QUOTE_NONE if delimiter == "\t" else csv.QUOTE_MINIMAL
     reader = csv.reader(text.splitlines(), delimiter=delimiter, quoting=quoting)
@@ -97,6 +99,8 @@ def _delimited_facts(text: str, path: str, key: str, delimiter: str) -> FileFact
                     f"fix that line (stray or missing {name}).",
                 )
             facts.lines.append(reader.line_num)
+            if label_column in facts.columns and _missing(row[facts.columns.index(label_column)]):
+                facts.unlabelled.append(reader.line_num)
     except csv.Error as err:
         raise _fail(key, path, f"line {reader.line_num} cannot be parsed ({err}); fix its quoting.") from err
     if not facts.lines:
@@ -105,7 +109,7 @@ def _delimited_facts(text: str, path: str, key: str, delimiter: str) -> FileFact
     return facts
 
 
-def _json_facts(text: str, path: str, key: str) -> FileFacts:
+def _json_facts(text: str, path: str, key: str, label_column: str | None) -> FileFacts:
     stripped = text.lstrip()
     if stripped.startswith("["):  # one JSON array of records
         try:
@@ -135,6 +139,8 @@ def _json_facts(text: str, path: str, key: str) -> FileFacts:
         if not facts.columns:
             facts.columns = list(record)
         facts.lines.append(number)
+        if label_column is not None and label_column in record and _missing(record[label_column]):
+            facts.unlabelled.append(number)
     return facts
 
 
@@ -212,6 +218,23 @@ def _as_integers(split: Dataset, column: str) -> Dataset:
     return split
 
 
+def unlabelled_error(origin: str, count: int, column: str, where: str, recipe: bool) -> DataError:
+    fix = f"drop {'them' if count > 1 else 'it'} from the file" + (
+        ", or set data.drop_unlabelled=true" if recipe else ""
+    )
+    return DataError(
+        f"{origin} has {count} row{'s' if count > 1 else ''} without a label in '{column}' {where}; {fix}."
+    )
+
+
+def check_file_labels(path: str, facts: FileFacts | None, column: str, recipe: bool) -> None:
+    """Missing label cells a file scan found, reported before datasets reads the file."""
+    if facts is not None and facts.unlabelled:
+        rows = list(range(len(facts.unlabelled)))
+        where = _where(rows, facts.unlabelled, len(facts.unlabelled))
+        raise unlabelled_error(path, len(facts.unlabelled), column, where, recipe)
+
+
 def handle_unlabelled(
     splits: DatasetDict,
     column: str,
@@ -229,15 +252,9 @@ def handle_unlabelled(
         if not rows:
             continue
         path, facts = sources.get(name, (None, None))
-        where = _where(rows, facts.lines if facts else None, len(split))
-        origin = f"{path}" if path else f"the {name} split"
         if not drop:
-            them = "them" if len(rows) > 1 else "it"
-            fix = f"drop {them} from the file" + (", or set data.drop_unlabelled=true" if recipe else "")
-            raise DataError(
-                f"{origin} has {len(rows)} row{'s' if len(rows) > 1 else ''} without a label in '{column}' {where}; "
-                f"{fix}."
-            )
+            where = _where(rows, facts.lines if facts else None, len(split))
+            raise unlabelled_error(f"{path}" if path else f"the {name} split", len(rows), column, where, recipe)
         doomed = set(rows)
         kept = split.select([i for i in range(len(split)) if i not in doomed])
         splits[name] = _as_integers(kept, column)

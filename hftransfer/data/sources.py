@@ -95,10 +95,14 @@ def load_image_folders(config: DataConfig) -> DatasetDict:
 
 def _load_checked_files(files: dict[str, str], config: DataConfig, key: str | None = None) -> DatasetDict:
     """Local files, each looked at first (hftransfer.data.files); rows without a label are refused or dropped."""
-    from hftransfer.data.files import check_data_file, check_same_columns
+    from hftransfer.data.files import check_data_file, check_file_labels, check_same_columns
 
-    facts = {name: (path, check_data_file(path, f"data.{name}_file" if key is None else key)) for name, path in files.items()}
+    keys = {name: f"data.{name}_file" if key is None else key for name in files}
+    facts = {name: (path, check_data_file(path, keys[name], config.label_column)) for name, path in files.items()}
     check_same_columns(facts, config.label_column)
+    if not config.drop_unlabelled:  # reported before datasets reads anything; dropped after it did
+        for path, found in facts.values():
+            check_file_labels(path, found, config.label_column, recipe=key is None)
     return _handle_unlabelled(_load_files(files), config, facts, recipe=key is None)
 
 

@@ -25,9 +25,8 @@ def expected_columns(config: RunConfig) -> tuple[list[str], str]:
 
 def check_evaluate_file(output_dir: str, path: str) -> None:
     """`evaluate OUTPUT --file PATH`: a readable file with the columns the run reads, before its model loads."""
-    from hftransfer.data.files import check_data_file
-
     from hftransfer.artifacts.saved import read_recipe
+    from hftransfer.data.files import check_data_file
     from hftransfer.data.sources import single_file_split
 
     facts = check_data_file(path, "--file")
