@@ -26,8 +26,11 @@ def _train(args: argparse.Namespace) -> int:
 
 def _evaluate(args: argparse.Namespace) -> int:
     from hftransfer.artifacts.saved import load_run
+    from hftransfer.evaluation.inputs import check_evaluate_file
     from hftransfer.evaluation.scoring import evaluate_run
 
+    if args.file:
+        check_evaluate_file(args.output_dir, args.file)  # a bad file or misnamed columns fail before the model loads
     metrics = evaluate_run(load_run(args.output_dir), split=args.split, file=args.file, batch_size=args.batch_size)
     text = json.dumps(metrics, indent=2)
     if args.output:
@@ -40,13 +43,11 @@ def _read_inputs(args: argparse.Namespace) -> Iterator[str | dict]:
     if args.texts:
         yield from args.texts
         return
-    stream = open(args.file) if args.file else sys.stdin  # noqa: SIM115 - closed below when it is a file
+    from hftransfer.evaluation.inputs import parse_input_lines
+
+    stream = open(args.file, encoding="utf-8-sig") if args.file else sys.stdin  # noqa: SIM115 - closed below
     try:
-        for line in stream:
-            line = line.rstrip("\n")
-            if not line.strip():
-                continue
-            yield json.loads(line) if line.lstrip().startswith("{") else line
+        yield from parse_input_lines(stream, f"--file {args.file}" if args.file else "standard input")
     finally:
         if args.file:
             stream.close()
@@ -54,8 +55,11 @@ def _read_inputs(args: argparse.Namespace) -> Iterator[str | dict]:
 
 def _predict(args: argparse.Namespace) -> int:
     from hftransfer.artifacts.saved import load_run
+    from hftransfer.evaluation.inputs import check_predict_file
     from hftransfer.evaluation.scoring import predict_records
 
+    if args.file and not args.texts:
+        check_predict_file(args.file)  # broken JSON lines or non-UTF-8 bytes fail before the model loads
     run = load_run(args.output_dir)
     out = open(args.output, "w") if args.output else sys.stdout  # noqa: SIM115
     try:
@@ -283,7 +287,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return args.handler(args)
     except (UserError, FileNotFoundError) as err:
-        print(f"hftransfer {args.command}: error: {err}", file=sys.stderr)
+        message = " ".join(str(err).split("\n"))  # one line, whatever the message held
+        print(f"hftransfer {args.command}: error: {message}", file=sys.stderr)
         return 2
 
 

@@ -4,7 +4,10 @@
 from __future__ import annotations
 
 import json
+import logging
 import shutil
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -79,3 +82,29 @@ def write_json(path: str | Path, payload: Any) -> None:
 
 def folder_size_bytes(folder: str | Path, pattern: str = "*.safetensors") -> int:
     return sum(p.stat().st_size for p in Path(folder).rglob(pattern))
+
+
+def resumable_checkpoints(work: Path) -> list[Path]:
+    """Complete checkpoints a failed run left in its staging folder (`checkpoint-N`, never a `.partial` one)."""
+    folder = work / CHECKPOINTS_DIR
+    if not folder.is_dir():
+        return []
+    return [p for p in folder.iterdir() if p.is_dir() and p.name.startswith("checkpoint-") and any(p.iterdir())]
+
+
+@contextmanager
+def cleanup_failed_run(work: Path) -> Iterator[None]:
+    """On failure, remove the staging folder unless it holds checkpoints to resume from; when it does, keep it and
+    say so (in a UserError's message, else as a warning). The finished output folder is never touched here."""
+    try:
+        yield
+    except BaseException as err:
+        if resumable_checkpoints(work):
+            note = f"Kept {work} with checkpoints; rerun the same command with train.resume_from=latest to resume."
+            if isinstance(err, UserError) and len(err.args) == 1 and isinstance(err.args[0], str):
+                err.args = (f"{err.args[0]} {note}",)
+            else:
+                logging.getLogger("hftransfer").warning(note)
+        else:
+            shutil.rmtree(work, ignore_errors=True)
+        raise

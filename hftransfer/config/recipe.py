@@ -77,6 +77,9 @@ class DataConfig:
     join_text_columns_with: str | None = None
     """Join several text columns into one text with this separator instead of encoding a pair."""
     label_column: str = "label"
+    drop_unlabelled: bool = False
+    """Drop rows whose label cell is empty, null or NaN (counted per split in the log); by default they stop the
+    run, naming the file and its lines."""
     label_names: list[str] | None = None
     """Names for integer labels 0..K-1 (e.g. `[negative, positive]`)."""
     max_train_samples: int | None = None
@@ -96,6 +99,9 @@ class DataConfig:
             )
         if not 0.0 < self.validation_size < 1.0:
             raise ConfigError("data.validation_size must be between 0 and 1 (a share of train).")
+        for name in ("max_length", "max_train_samples", "max_eval_samples"):
+            if getattr(self, name) is not None and getattr(self, name) < 1:
+                raise ConfigError(f"data.{name} must be at least 1, got {getattr(self, name)}.")
 
 
 @dataclass
@@ -152,6 +158,11 @@ class TrainConfig:
                 raise ConfigError(f"train.{name} must be at least 1 (or left empty), got {getattr(self, name)}.")
         if self.save_total_limit < 1:
             raise ConfigError(f"train.save_total_limit must be at least 1, got {self.save_total_limit}.")
+        if self.learning_rate <= 0:
+            raise ConfigError(f"train.learning_rate must be positive, got {self.learning_rate}.")
+        for name in ("weight_decay", "max_grad_norm", "num_workers", "seed"):
+            if getattr(self, name) < 0:
+                raise ConfigError(f"train.{name} must be >= 0, got {getattr(self, name)}.")
         if self.best_metric not in BEST_METRICS:
             raise ConfigError(f"train.best_metric '{self.best_metric}' is not one of {list(BEST_METRICS)}.")
 
@@ -201,10 +212,9 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
     """Read a YAML recipe, apply `key.sub=value` overrides, and check everything against the schema."""
     tree: dict[str, Any] = {}
     if path is not None:
-        text = Path(path).read_text()
-        tree = yaml.safe_load(text) or {}
-        if not isinstance(tree, dict):
-            raise ConfigError(f"{path}: a recipe is a mapping of keys, got {type(tree).__name__}.")
+        from hftransfer.config.files import read_recipe_tree
+
+        tree = read_recipe_tree(path)
     for item in overrides or []:
         key, sep, raw = item.partition("=")
         if not sep or not key:

@@ -6,8 +6,10 @@ so an unknown key or a wrongly typed value stops the run before any model loads.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import difflib
+import math
 import types
 from typing import Any, Literal, TypeVar, Union, get_args, get_origin, get_type_hints
 
@@ -85,14 +87,17 @@ def _coerce(value: Any, tp: Any, path: str) -> Any:
             return value
         raise ConfigError(f"'{path}' expects an integer, got {value!r}.")
     if tp is float:
+        number = None
         if isinstance(value, (int, float)) and not isinstance(value, bool):
-            return float(value)
-        if isinstance(value, str):  # YAML reads `1e-4` (no dot) as a string
-            try:
-                return float(value)
-            except ValueError:
-                pass
-        raise ConfigError(f"'{path}' expects a number, got {value!r}.")
+            number = float(value)
+        elif isinstance(value, str):  # YAML reads `1e-4` (no dot) as a string
+            with contextlib.suppress(ValueError):
+                number = float(value)
+        if number is None:
+            raise ConfigError(f"'{path}' expects a number, got {value!r}.")
+        if not math.isfinite(number):
+            raise ConfigError(f"'{path}' expects a finite number, got {value!r}.")
+        return number
     if tp is str:
         if isinstance(value, str):
             return value

@@ -37,7 +37,7 @@ def _builder_for(files: dict[str, str]) -> tuple[str, dict]:
 def load_splits(config: DataConfig, *, need_train: bool = True) -> DatasetDict:
     """Return train/validation(/test) splits; hold out part of train when there is no validation."""
     if config.dataset:
-        splits = _load_hub(config)
+        splits = _handle_unlabelled(_load_hub(config), config)
     elif config.train_dir or config.validation_dir or config.test_dir:
         splits = load_image_folders(config)
     else:
@@ -52,10 +52,7 @@ def load_splits(config: DataConfig, *, need_train: bool = True) -> DatasetDict:
         }
         if not files:
             raise DataError("No data given: set data.dataset (a Hub dataset), data.train_file or data.train_dir.")
-        for name, path in files.items():
-            if not Path(path).is_file():
-                raise DataError(f"data.{name}_file: {path} does not exist.")
-        splits = _load_files(files)
+        splits = _load_checked_files(files, config)
     return complete_splits(splits, config, need_train=need_train)
 
 
@@ -92,6 +89,9 @@ def load_image_folders(config: DataConfig) -> DatasetDict:
             raise DataError(
                 f"data.{name}_dir: {folder} has no class sub-folders; lay it out as {folder}/<class>/*.png."
             )
+        from hftransfer.data.files import check_class_folders
+
+        check_class_folders(Path(folder), f"data.{name}_dir", need_two=name == "train")
     files = {name: f"{folder}/**" for name, folder in dirs.items()}
     splits = load_dataset("imagefolder", data_files=files)
     for name, split in splits.items():
@@ -100,10 +100,36 @@ def load_image_folders(config: DataConfig) -> DatasetDict:
     return splits
 
 
+def _load_checked_files(files: dict[str, str], config: DataConfig, key: str | None = None) -> DatasetDict:
+    """Local files, each looked at first (hftransfer.data.files); rows without a label are refused or dropped."""
+    from hftransfer.data.files import check_data_file, check_file_labels, check_same_columns
+
+    keys = {name: f"data.{name}_file" if key is None else key for name in files}
+    facts = {name: (path, check_data_file(path, keys[name], config.label_column)) for name, path in files.items()}
+    check_same_columns(facts, config.label_column)
+    if not config.drop_unlabelled:  # reported before datasets reads anything; dropped after it did
+        for path, found in facts.values():
+            check_file_labels(path, found, config.label_column, recipe=key is None)
+    return _handle_unlabelled(_load_files(files), config, facts, recipe=key is None)
+
+
+def _handle_unlabelled(
+    splits: DatasetDict, config: DataConfig, facts: dict | None = None, recipe: bool = True
+) -> DatasetDict:
+    from hftransfer.data.files import handle_unlabelled
+
+    return handle_unlabelled(splits, config.label_column, config.drop_unlabelled, facts, recipe)
+
+
 def _load_files(files: dict[str, str]) -> DatasetDict:
+    from datasets.exceptions import DatasetGenerationError
+
     builder, kwargs = _builder_for(files)
     try:
         return load_dataset(builder, data_files=files, **kwargs)
+    except DatasetGenerationError as err:  # a problem the file checks did not catch: the cause, in one line
+        cause = str(err.__cause__ or err).strip().splitlines() or [type(err).__name__]
+        raise DataError(f"Cannot read {', '.join(files.values())}: {cause[0]} Fix the file.") from err
     except ValueError as err:  # datasets refuses a split with no rows before we can look at it
         empty = re.search(r'Instruction "(\w+)" corresponds to no data', str(err))
         if empty:
@@ -140,7 +166,4 @@ def _subsample(splits: DatasetDict, config: DataConfig) -> DatasetDict:
 
 def single_file_split(path: str, config: DataConfig) -> Dataset:
     """Load one local file as a split (for `hftransfer evaluate --file`)."""
-    path = resolve_location(path)
-    if not Path(path).is_file():
-        raise DataError(f"{path} does not exist.")
-    return _load_files({"eval": path})["eval"]
+    return _load_checked_files({"eval": resolve_location(path)}, config, key="")["eval"]

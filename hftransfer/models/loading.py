@@ -37,8 +37,9 @@ def checkpoint_config(location: str, revision: str | None = None, trust_remote_c
             resolve_location(location), revision=revision, trust_remote_code=trust_remote_code
         )
     except (OSError, ValueError) as err:
+        first = (str(err).strip().splitlines() or [type(err).__name__])[0]  # transformers' advice spans lines
         raise ModelError(
-            f"Cannot read checkpoint '{location}': {str(err).rstrip('.')}. Give a Hub id, a local model folder "
+            f"Cannot read checkpoint '{location}': {first.rstrip('.')}. Give a Hub id, a local model folder "
             "(config.json and safetensors weights) or a pkg:<package>/<path>."
         ) from err
 

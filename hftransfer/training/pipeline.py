@@ -13,7 +13,7 @@ from accelerate import PartialState
 from datasets import DatasetDict
 from transformers import PreTrainedModel, set_seed
 
-from hftransfer.artifacts.layout import RECIPE_FILE, folder_size_bytes, publish, staging_dir
+from hftransfer.artifacts.layout import RECIPE_FILE, cleanup_failed_run, folder_size_bytes, publish, staging_dir
 from hftransfer.artifacts.results import RunResults
 from hftransfer.artifacts.saved import write_labels
 from hftransfer.config.recipe import RunConfig, save_config
@@ -22,6 +22,7 @@ from hftransfer.data.sources import complete_splits
 from hftransfer.evaluation.inference import dataset_logits
 from hftransfer.evaluation.metrics import classification_metrics
 from hftransfer.models.loading import adopt_classifier, count_parameters
+from hftransfer.models.locate import check_run_locations, fit_max_length
 from hftransfer.models.tasks import Task, get_task, resolve_task
 from hftransfer.strategies import Strategy, build_strategy, strategy_class
 from hftransfer.training.loops import LOOPS
@@ -71,6 +72,7 @@ def prepare(config: RunConfig, given: Given | None = None) -> Prepared:
     config = resolve_task(config, given.model)  # `task: auto` -> the modality, recorded in the saved recipe
     task = get_task(config.task)
     processor = given.processor if given.processor is not None else task.load_processor(config.model)
+    config = fit_max_length(config, processor, given.model.config if given.model is not None else None)
     splits = complete_splits(given.splits, config.data) if given.splits is not None else None
     data = task.prepare_data(config.data, processor, splits)
     if given.model is not None:
@@ -91,7 +93,14 @@ def train(config: RunConfig, given: Given | None = None) -> dict:
 
 def run_pipeline(config: RunConfig, given: Given | None = None) -> Finished:
     """`train`, also handing back what trained and the trained model (for `hftransfer.finetune`)."""
+    if given is None or (given.model is None and given.strategy is None):  # in-memory ones have no location
+        check_run_locations(config)  # a missing model folder or uncached Hub id fails before any folder is made
     work = staging_dir(config.train.output_dir, config.train.overwrite_output_dir, config.train.resume_from is not None)
+    with cleanup_failed_run(work):  # a failed run leaves no empty <out>.incomplete behind
+        return _train_in(config, work, given)
+
+
+def _train_in(config: RunConfig, work: Path, given: Given | None) -> Finished:
     run = prepare(config, given)
     trainable, total = count_parameters(run.model)
     logger.info("Training %s of %s parameters (%s strategy)", f"{trainable:,}", f"{total:,}", run.strategy.name)
