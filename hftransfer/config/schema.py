@@ -34,6 +34,22 @@ def _type_name(tp: Any) -> str:
     return getattr(tp, "__name__", None) or str(tp).replace("typing.", "")
 
 
+def type_label(tp: Any) -> str:
+    """A type as a recipe writer reads it: `int | null`, `'cls' | 'mean'`, `list[str]`, `mapping`."""
+    origin, args = get_origin(tp), get_args(tp)
+    if origin is Literal:
+        return " | ".join(repr(a) for a in args)
+    if origin in (Union, types.UnionType):
+        return " | ".join("null" if a is type(None) else type_label(a) for a in args)
+    if origin in (list, tuple):
+        return f"list[{type_label(args[0])}]" if args else "list"
+    if origin is dict:
+        return "mapping"
+    if tp is Any:
+        return "any"
+    return getattr(tp, "__name__", None) or str(tp).replace("typing.", "")
+
+
 def schema_fields(cls: type) -> dict[str, Any]:
     """Field name -> type of a schema class: a dataclass, or a class that lists its fields (`schema_fields()`)."""
     if hasattr(cls, "schema_fields"):
@@ -200,4 +216,5 @@ __all__ = [
     "schema_fields",
     "set_dotted",
     "to_dict",
+    "type_label",
 ]
