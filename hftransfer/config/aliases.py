@@ -188,7 +188,7 @@ def _same(a: Any, b: Any) -> bool:
     if isinstance(a, list) != isinstance(b, list):
         a, b = (a if isinstance(a, list) else [a]), (b if isinstance(b, list) else [b])
     if isinstance(a, list):
-        return len(a) == len(b) and all(_same(x, y) for x, y in zip(a, b))
+        return len(a) == len(b) and all(_same(x, y) for x, y in zip(a, b, strict=True))
     return norm(a) == norm(b)
 
 
@@ -304,7 +304,7 @@ def unknown_key_hint(full: str, key: str, cls: type) -> str:
         homes = [f"{name}.{key}" for name, tp in fields.items() if is_schema(tp) and key in schema_fields(tp)]
         if homes:
             return f" Did you mean {' or '.join(repr(h) for h in homes)}? Keys live in their section."
-    hf_level = section in ("", "train") and "train" in fields or section == "train"
+    hf_level = section in ("", "train")
     if hf_level:
         if key in MANAGED:
             return f" '{key}' is a TrainingArguments argument hftransfer does not take: {MANAGED[key]}."

@@ -6,9 +6,10 @@ so an unknown key or a wrongly typed value stops the run before any model loads.
 
 from __future__ import annotations
 
-import dataclasses
 import ast
+import dataclasses
 import inspect
+import itertools
 import textwrap
 import types
 from typing import Any, Literal, TypeVar, Union, get_args, get_origin, get_type_hints
@@ -190,7 +191,7 @@ def field_help(cls: type) -> dict[str, str]:
         except (OSError, TypeError, SyntaxError):
             continue
         body = tree.body[0].body if tree.body and isinstance(tree.body[0], ast.ClassDef) else []
-        for node, after in zip(body, body[1:]):
+        for node, after in itertools.pairwise(body):
             if (
                 isinstance(node, ast.AnnAssign)
                 and isinstance(node.target, ast.Name)

@@ -56,8 +56,8 @@ def enable_activation_checkpointing(model: nn.Module, trainer_args: dict) -> Non
     to the model by both loops the same way (Trainer's own call cannot reach a model wrapped with extra modules)."""
     if not (trainer_args.get("activation_checkpointing") or trainer_args.get("gradient_checkpointing")):
         return
-    kwargs = dict(trainer_args.get("activation_checkpointing_kwargs") or trainer_args.get("gradient_checkpointing_kwargs")
-                  or {})  # fmt: skip
+    given = trainer_args.get("activation_checkpointing_kwargs") or trainer_args.get("gradient_checkpointing_kwargs")
+    kwargs = dict(given or {})
     every_n_layers, offload = kwargs.pop("every_n_layers", 1), kwargs.pop("offload", False)
     enable = getattr(model, "activation_checkpointing_enable", None)
     if enable is None:  # models outside transformers' PreTrainedModel that keep the older name
