@@ -24,6 +24,7 @@ from transformers import PreTrainedModel
 
 from hftransfer.artifacts.saved import SavedRun
 from hftransfer.config import ConfigError, RunConfig, StrategyConfig, save_config
+from hftransfer.config.aliases import alias_target, resolve_recipe_aliases
 from hftransfer.config.schema import from_dict, schema_fields, set_dotted
 from hftransfer.config.strategies import registered_strategies
 from hftransfer.data.labels import LabelMap
@@ -109,7 +110,11 @@ def finetune(
     chosen = _strategy(tree, strategy, given)
     _infer_text_columns(tree, given.splits, options)
     for key, value in options.items():
-        set_dotted(tree, _dotted(key, chosen), _plain(value), RunConfig)
+        if alias_target(key, RunConfig):  # TrainingArguments names: num_train_epochs=2, bf16=True, ...
+            tree[key] = _plain(value)
+        else:
+            set_dotted(tree, _dotted(key, chosen), _plain(value), RunConfig)
+    tree = resolve_recipe_aliases(tree, RunConfig, source="finetune's options")
     scratch = None if output_dir is not None else Path(tempfile.mkdtemp(prefix="hftransfer-"))
     set_dotted(tree, "train.output_dir", str(output_dir if output_dir is not None else scratch / "run"), RunConfig)
     config = from_dict(RunConfig, tree)
@@ -137,12 +142,9 @@ def finetune(
 def _recipe_tree(recipe: str | Path | None) -> dict:
     if recipe is None:
         return {}
-    import yaml
+    from hftransfer.config.files import read_recipe_tree
 
-    tree = yaml.safe_load(Path(recipe).read_text()) or {}
-    if not isinstance(tree, dict):
-        raise ConfigError(f"{recipe}: a recipe is a mapping of keys, got {type(tree).__name__}.")
-    return tree
+    return resolve_recipe_aliases(read_recipe_tree(recipe), RunConfig, source=str(recipe))
 
 
 def _splits(tree: dict, given: dict[str, Data | None]) -> DatasetDict | None:

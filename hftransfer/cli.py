@@ -1,19 +1,29 @@
-"""`hftransfer train|evaluate|predict`: one entry point for every recipe."""
+"""`hftransfer train|config|evaluate|predict|export|push|compare|rank|shift`: one entry point for every recipe.
+
+Importing this module and `hftransfer --help` load neither torch nor transformers: each command imports what it
+needs when it runs.
+"""
 
 from __future__ import annotations
 
 import argparse
 import json
 import logging
+import os
 import sys
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
-from hftransfer.config.recipe import load_config
 from hftransfer.errors import UserError
+
+logger = logging.getLogger("hftransfer")
+LEVELS = ("debug", "info", "warning", "error")
+VERBOSITY_ENV = "HFTRANSFER_VERBOSITY"
 
 
 def _train(args: argparse.Namespace) -> int:
+    from hftransfer.config.recipe import load_config
+
     config = load_config(args.recipe, args.overrides)  # fails on bad keys before anything heavy loads
     from hftransfer.training.pipeline import format_report, train
 
@@ -21,6 +31,15 @@ def _train(args: argparse.Namespace) -> int:
     if results:  # empty on the non-main processes of `accelerate launch`
         print(format_report(results))
         print(f"Wrote {config.train.output_dir}")
+    return 0
+
+
+def _config(args: argparse.Namespace) -> int:
+    from hftransfer.config.describe import describe, resolved_yaml
+    from hftransfer.config.recipe import load_config
+
+    config = load_config(args.recipe, args.overrides)
+    print(resolved_yaml(config) if args.yaml else describe(config), end="\n" if not args.yaml else "")
     return 0
 
 
@@ -172,16 +191,59 @@ def _compare(args: argparse.Namespace) -> int:
     return 0
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="hftransfer", description="Transfer learning on Hugging Face models.")
-    commands = parser.add_subparsers(dest="command", required=True)
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
 
-    train = commands.add_parser("train", help="Fine-tune a model from a YAML recipe.")
-    train.add_argument("recipe", nargs="?", help="YAML recipe (defaults apply to keys it leaves out).")
-    train.add_argument("overrides", nargs="*", help="key.sub=value overrides, e.g. train.epochs=1")
+    try:
+        return version("hftransfer")
+    except PackageNotFoundError:  # a source checkout that was never installed
+        from hftransfer import __version__
+
+        return __version__
+
+
+def _recipe_args(parser: argparse.ArgumentParser, recipe_help: str, overrides_help: str) -> None:
+    parser.add_argument("recipe", nargs="?", help=recipe_help)
+    parser.add_argument("overrides", nargs="*", help=overrides_help)
+
+
+def _run_commands(commands, common: argparse.ArgumentParser) -> None:
+    """train, config and compare: the commands that read a recipe."""
+    train = commands.add_parser(
+        "train",
+        parents=[common],
+        help="Fine-tune a model from a YAML recipe.",
+        epilog="Every key, its default and help: hftransfer config RECIPE [key=value ...]. TrainingArguments names "
+        "work too (num_train_epochs=3, bf16=true); others go in train.trainer_args.NAME=VALUE.",
+    )
+    _recipe_args(
+        train, "YAML recipe (defaults apply to keys it leaves out).", "key.sub=value overrides, e.g. train.epochs=1"
+    )
     train.set_defaults(handler=_train)
 
-    evaluate = commands.add_parser("evaluate", help="Score a trained output folder on labelled data.")
+    config = commands.add_parser(
+        "config", parents=[common], help="Print the resolved recipe: every key's value, type, default and help."
+    )
+    _recipe_args(config, "YAML recipe (none: the defaults).", "key.sub=value overrides, as for train")
+    config.add_argument("--yaml", action="store_true", help="Print only the resolved YAML (what a run saves).")
+    config.set_defaults(handler=_config)
+
+    compare = commands.add_parser(
+        "compare", parents=[common], help="Train several strategies on one recipe (same data and seed); write a report."
+    )
+    _recipe_args(
+        compare, "YAML recipe shared by every run.", "key=value for every run; STRATEGY:key=value for one run."
+    )
+    compare.add_argument("--strategies", default="full,frozen,lora,distill", help="Comma-separated subset.")
+    compare.add_argument("--out", help="Report folder (default outputs/compare-<recipe name>); runs land in OUT/runs.")
+    compare.add_argument("--in-process", action="store_true", help="Train in this process (faster; no peak RSS).")
+    compare.add_argument("--no-latency", action="store_true", help="Skip the inference latency measurement.")
+    compare.set_defaults(handler=_compare)
+
+
+def _output_commands(commands, common: argparse.ArgumentParser) -> None:
+    """evaluate, predict, export and push: the commands that read a trained output folder."""
+    evaluate = commands.add_parser("evaluate", parents=[common], help="Score a trained output folder on labelled data.")
     evaluate.add_argument("output_dir")
     evaluate.add_argument("--split", default="validation", help="Split of the recipe's data (default: validation).")
     evaluate.add_argument("--file", help="A labelled csv/tsv/json/jsonl/parquet file instead of a split.")
@@ -189,7 +251,7 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--batch-size", type=int, default=64)
     evaluate.set_defaults(handler=_evaluate)
 
-    predict = commands.add_parser("predict", help="Label new texts; writes JSONL (label and class scores).")
+    predict = commands.add_parser("predict", parents=[common], help="Label new texts; writes JSONL (label, scores).")
     predict.add_argument("output_dir")
     predict.add_argument("texts", nargs="*", help="Texts to label; otherwise --file or standard input.")
     predict.add_argument("--file", help="One text per line, or JSONL records with the recipe's text columns.")
@@ -197,7 +259,7 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_argument("--batch-size", type=int, default=64)
     predict.set_defaults(handler=_predict)
 
-    export = commands.add_parser("export", help="Write a run as a plain Transformers model (adapters merged).")
+    export = commands.add_parser("export", parents=[common], help="Write a run as a plain Transformers model.")
     export.add_argument("output_dir")
     export.add_argument("--out", required=True, help="Folder to write the exported model into.")
     export.add_argument("--merge", action="store_true", help="Merge a LoRA/IA3 adapter into its base model.")
@@ -205,13 +267,13 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument(
         "--onnx",
         action="store_true",
-        help="Write --out/model.onnx instead (needs onnx + onnxruntime; adapters are merged; checked against torch).",
+        help="Write --out/model.onnx instead (needs onnx + onnxruntime; adapters merged; checked).",
     )
     export.add_argument("--opset", type=int, default=17, help="ONNX opset for --onnx (default 17).")
     export.set_defaults(handler=_export)
 
     push = commands.add_parser(
-        "push", help="Upload an output folder to the Hugging Face hub (token: `hf auth login` or HF_TOKEN)."
+        "push", parents=[common], help="Upload an output folder to the Hugging Face hub (`hf auth login` or HF_TOKEN)."
     )
     push.add_argument("output_dir")
     push.add_argument("--repo-id", required=True, help="user/name or org/name; HF_ENDPOINT selects the hub.")
@@ -224,42 +286,30 @@ def build_parser() -> argparse.ArgumentParser:
         nargs="?",
         const="",
         metavar="FOLDER",
-        help="Write the files a push would upload to FOLDER (default: OUTPUT_DIR.to-push) and list them; no network.",
+        help="Write the files a push would upload to FOLDER (default: OUTPUT_DIR.to-push); no network.",
     )
     push.set_defaults(handler=_push)
 
-    compare = commands.add_parser(
-        "compare", help="Train several strategies on one recipe (same data and seed) and write a report."
-    )
-    compare.add_argument("recipe", nargs="?", help="YAML recipe shared by every run.")
-    compare.add_argument("overrides", nargs="*", help="key=value for every run; STRATEGY:key=value for one run.")
-    compare.add_argument("--strategies", default="full,frozen,lora,distill", help="Comma-separated subset.")
-    compare.add_argument("--out", help="Report folder (default outputs/compare-<recipe name>); runs land in OUT/runs.")
-    compare.add_argument("--in-process", action="store_true", help="Train in this process (faster; no peak RSS).")
-    compare.add_argument("--no-latency", action="store_true", help="Skip the inference latency measurement.")
-    compare.set_defaults(handler=_compare)
 
+def _analysis_commands(commands, common: argparse.ArgumentParser) -> None:
+    """rank and shift: choose a checkpoint before training."""
     data_help = (
         "a YAML recipe (its data section; --split picks the split), a csv/tsv/json/jsonl/parquet file, "
         "an image folder (<dir>/<class>/*), or a .txt file (one text per line)"
     )
-    rank = commands.add_parser("rank", help="Rank checkpoints for labelled data by transferability, no fine-tuning.")
+    rank = commands.add_parser("rank", parents=[common], help="Rank checkpoints for labelled data, no fine-tuning.")
     rank.add_argument("--data", required=True, help=f"Labelled data: {data_help}.")
     rank.add_argument("--models", nargs="+", required=True, help="Candidate checkpoints: Hub ids, folders, pkg: paths.")
     rank.add_argument("--split", default="train", help="Recipe split to score on (default: train).")
     rank.add_argument("--label-column", help="Label column (default: the recipe's, else label).")
     rank.add_argument("--folds", type=int, default=5, help="Cross-validation folds of the linear probe (default 5).")
-    rank.add_argument(
-        "--layers",
-        choices=["auto", "last", "mean"],
-        default="auto",
-        help="Features: the last layer's pooled states, or their mean over all layers (text only). "
-        "Default auto: mean for text, last for images.",
-    )
+    rank.add_argument("--layers", choices=["auto", "last", "mean"], default="auto",
+                      help="Features: the last layer's pooled states, or their mean over all layers (text only). "
+                      "Default auto: mean for text, last for images.")  # fmt: skip
     _add_data_options(rank, max_rows=2000)
     rank.set_defaults(handler=_rank)
 
-    shift = commands.add_parser("shift", help="Distance between two data sets in a model's features (PAD, MMD).")
+    shift = commands.add_parser("shift", parents=[common], help="Distance between two data sets in a model's features.")
     shift.add_argument("--source", required=True, help=f"Source data: {data_help}.")
     shift.add_argument("--target", required=True, help="Target data, same forms as --source.")
     shift.add_argument("--model", required=True, help="Checkpoint whose features are compared.")
@@ -270,7 +320,63 @@ def build_parser() -> argparse.ArgumentParser:
     shift.add_argument("--permutations", type=int, default=500, help="MMD permutation-test draws (default 500).")
     _add_data_options(shift, max_rows=1000)
     shift.set_defaults(handler=_shift)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    # -v/-q work before or after the command; SUPPRESS keeps a command's parser from resetting the count.
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument(
+        "-v",
+        "--verbose",
+        action="count",
+        default=argparse.SUPPRESS,
+        help=f"More log output (-vv: debug); {VERBOSITY_ENV}=debug|info|warning|error sets the base.",
+    )
+    common.add_argument("-q", "--quiet", action="count", default=argparse.SUPPRESS,
+                        help="Less log output (-q: warnings and errors, -qq: errors only).")  # fmt: skip
+    parser = argparse.ArgumentParser(
+        prog="hftransfer", description="Transfer learning on Hugging Face models.", parents=[common]
+    )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
+    commands = parser.add_subparsers(dest="command", required=True)
+    _run_commands(commands, common)
+    _output_commands(commands, common)
+    _analysis_commands(commands, common)
     return parser
+
+
+class _StderrHandler(logging.StreamHandler):
+    """Writes to whatever `sys.stderr` is at the time (tests and notebooks swap it)."""
+
+    @property
+    def stream(self):
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, value) -> None:
+        pass
+
+
+def configure_logging(verbose: int = 0, quiet: int = 0) -> str:
+    """One handler on the `hftransfer` logger (the root logger is left alone) and transformers' verbosity to match;
+    returns the level name. Base level: HFTRANSFER_VERBOSITY, else info; each -v goes one level down, -q up."""
+    base = os.environ.get(VERBOSITY_ENV, "").strip().lower() or "info"
+    if base not in LEVELS:
+        raise UserError(f"{VERBOSITY_ENV}={base!r} is not one of {', '.join(LEVELS)}.")
+    level = LEVELS[max(0, min(len(LEVELS) - 1, LEVELS.index(base) - verbose + quiet))]
+    for handler in [h for h in logger.handlers if isinstance(h, _StderrHandler)]:
+        logger.removeHandler(handler)
+    handler = _StderrHandler()
+    handler.setFormatter(logging.Formatter("%(asctime)s %(name)s: %(message)s", datefmt="%H:%M:%S"))
+    logger.addHandler(handler)
+    logger.setLevel(level.upper())
+    chosen = verbose or quiet or os.environ.get(VERBOSITY_ENV)
+    if chosen or not os.environ.get("TRANSFORMERS_VERBOSITY"):  # an explicit TRANSFORMERS_VERBOSITY stands alone
+        from transformers.utils import logging as hf_logging  # light: no torch
+
+        hf_level = {"debug": "info", "info": "warning"}.get(level, level)
+        hf_logging.set_verbosity(getattr(hf_logging, hf_level.upper()))
+    return level
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -283,8 +389,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     if getattr(args, "recipe", None) and "=" in args.recipe:  # `hftransfer train key=value` with no recipe
         args.overrides.insert(0, args.recipe)
         args.recipe = None
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s", datefmt="%H:%M:%S")
     try:
+        configure_logging(getattr(args, "verbose", 0), getattr(args, "quiet", 0))
         return args.handler(args)
     except (UserError, FileNotFoundError) as err:
         message = " ".join(str(err).split("\n"))  # one line, whatever the message held

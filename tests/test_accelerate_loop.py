@@ -92,6 +92,34 @@ def test_trainer_and_accelerate_loops_take_the_same_steps(tiny_recipe, tmp_path,
         torch.testing.assert_close(accelerate_weights[name], tensor, rtol=0, atol=1e-6)
 
 
+def test_checkpointing_and_label_smoothing_take_the_same_steps_in_both_loops(tiny_recipe, tmp_path, monkeypatch):
+    """`train.trainer_args` that both loops apply: gradient checkpointing (recomputation, same numbers) and label
+    smoothing (in the strategy's loss) give the same step losses in either loop; smoothing raises the loss."""
+    calls = []
+    original = BertForSequenceClassification.activation_checkpointing_enable
+
+    def spy(self, *args, **kwargs):
+        calls.append(type(self).__name__)
+        return original(self, *args, **kwargs)
+
+    monkeypatch.setattr(BertForSequenceClassification, "activation_checkpointing_enable", spy)
+    common = ("train.epochs=1", "train.trainer_args.gradient_checkpointing=true")
+    smoothed = ("train.trainer_args.label_smoothing_factor=0.2",)
+    runs = {
+        loop: train(tiny_recipe(*common, *smoothed, f"train.loop={loop}", f"train.output_dir={tmp_path / loop}"))
+        for loop in ("trainer", "accelerate")
+    }
+    assert calls == ["BertForSequenceClassification"] * 2
+    np.testing.assert_allclose(_history(runs["accelerate"], "loss"), _history(runs["trainer"], "loss"), atol=1e-6)
+    plain = train(tiny_recipe(*common, "train.loop=accelerate", f"train.output_dir={tmp_path / 'plain'}"))
+    assert _history(plain, "loss")[0] < _history(runs["accelerate"], "loss")[0]  # smoothing: never a 0 loss
+
+
+def test_trainer_args_the_accelerate_loop_cannot_apply_fail_with_the_recipe(tiny_recipe):
+    with pytest.raises(UserError, match="torch_compile"):
+        tiny_recipe("train.loop=accelerate", "train.trainer_args.torch_compile=true")
+
+
 def test_accumulating_4_batches_of_8_matches_batches_of_32(tiny_recipe, tiny_bert_no_dropout, tmp_path):
     """88 rows: groups of 4x8 (the last 3x8) must take the steps of batches of 32 (the last 24)."""
     common = (

@@ -22,7 +22,7 @@ from hftransfer.strategies.frozen.config import FrozenConfig
 from hftransfer.strategies.lora.config import LoraConfig
 from hftransfer.training.pipeline import train
 
-FAST = {"epochs": 2, "learning_rate": 1e-3, "precision": "fp32", "batch_size": 8}
+FAST = {"num_train_epochs": 2, "learning_rate": 1e-3, "precision": "fp32", "per_device_train_batch_size": 8}
 
 
 def _reviews(n: int, seed: int = 0) -> pd.DataFrame:
@@ -87,7 +87,7 @@ def test_finetune_refuses_what_it_cannot_do_with_a_clear_message(tiny_bert_dir):
 
 def test_distil_from_an_in_memory_teacher(tiny_bert_dir, tmp_path):
     teacher = hftransfer.finetune(tiny_bert_dir, _reviews(96), _reviews(32, seed=1), label_column="stars",
-                                  **{**FAST, "epochs": 5, "learning_rate": 3e-3})  # fmt: skip
+                                  **{**FAST, "num_train_epochs": 5, "learning_rate": 3e-3})  # fmt: skip
     assert teacher.metrics["accuracy"] >= 0.9
     strategy = DistillStrategy(
         DistillConfig(measure_latency=False), teacher=teacher.model, teacher_tokenizer=teacher.processor

@@ -9,14 +9,16 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import yaml
 from transformers import ResNetConfig, ResNetForImageClassification
 
 from hftransfer.artifacts.saved import load_run
 from hftransfer.cli import main
-from hftransfer.config.recipe import save_config
+from hftransfer.config.recipe import load_config, save_config
 from hftransfer.training.pipeline import train
 from tests.conftest import recipe_maker, write_toy_text_files
 
+REPO = Path(__file__).resolve().parents[1]
 RESULT_KEYS = {
     "strategy",
     "loop",
@@ -143,3 +145,60 @@ def test_non_classification_checkpoint_is_rejected(tiny_recipe, tmp_path, capsys
 def test_python_dash_m_entry_point_runs():
     done = subprocess.run([sys.executable, "-m", "hftransfer", "train", "--help"], capture_output=True, text=True)
     assert done.returncode == 0 and "overrides" in done.stdout
+
+
+def test_config_prints_every_key_with_type_default_and_help(capsys):
+    recipe = str(REPO / "recipes" / "text-sst2-minilm-full.yaml")
+    assert main(["config", recipe, "num_train_epochs=1"]) == 0
+    out = capsys.readouterr().out
+    line = next(row for row in out.splitlines() if row.strip().startswith("epochs:"))
+    assert line.split("#")[0].strip() == "epochs: 1.0" and "float, default 3.0" in line
+    assert "Evaluate every N steps" in out and "trainer_args: {}" in out
+    assert main(["config", recipe, "--yaml", "bf16=true"]) == 0
+    resolved = yaml.safe_load(capsys.readouterr().out)
+    assert resolved["train"]["precision"] == "bf16" and "bf16" not in resolved
+    assert load_config(None, []).train.epochs == 3.0
+    assert main(["config", "epochs=1"]) == 2
+    assert "Did you mean 'train.epochs'" in capsys.readouterr().err
+
+
+def test_help_and_version_load_neither_torch_nor_transformers():
+    code = (
+        "import sys, contextlib, io\n"
+        "import hftransfer.cli as cli\n"
+        "for argv in (['--help'], ['train', '--help'], ['--version']):\n"
+        "    with contextlib.suppress(SystemExit), contextlib.redirect_stdout(io.StringIO()) as out:\n"
+        "        cli.main(argv)\n"
+        "    assert out.getvalue(), argv\n"
+        "heavy = sorted(m for m in sys.modules if m.split('.')[0] in ('torch', 'transformers'))\n"
+        "assert not heavy, heavy[:5]\n"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True)
+    out = subprocess.run([sys.executable, "-m", "hftransfer", "--version"], capture_output=True, text=True, check=True)
+    assert out.stdout.startswith("hftransfer ")
+
+
+def test_verbosity_flags_and_environment_set_both_loggers(monkeypatch):
+    import logging
+
+    from transformers.utils import logging as hf_logging
+
+    from hftransfer.cli import configure_logging
+
+    monkeypatch.delenv("HFTRANSFER_VERBOSITY", raising=False)
+    before = hf_logging.get_verbosity()
+    try:
+        assert configure_logging(0, 0) == "info"
+        assert configure_logging(1, 0) == "debug" and hf_logging.get_verbosity() == logging.INFO
+        assert configure_logging(0, 2) == "error" and hf_logging.get_verbosity() == logging.ERROR
+        monkeypatch.setenv("HFTRANSFER_VERBOSITY", "warning")
+        assert configure_logging(0, 0) == "warning" and logging.getLogger("hftransfer").level == logging.WARNING
+    finally:
+        hf_logging.set_verbosity(before)
+        monkeypatch.delenv("HFTRANSFER_VERBOSITY")
+        configure_logging(0, 0)
+    assert len(logging.getLogger("hftransfer").handlers) == 1
+    assert not logging.getLogger().handlers or all(h.__class__.__module__ != "hftransfer.cli" for h in
+                                                   logging.getLogger().handlers)  # fmt: skip
+    assert "-q" in subprocess.run([sys.executable, "-m", "hftransfer", "train", "--help"], capture_output=True,
+                                  text=True).stdout  # fmt: skip

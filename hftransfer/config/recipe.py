@@ -8,6 +8,7 @@ from typing import Any, Literal
 
 import yaml
 
+from hftransfer.config.aliases import apply_overrides, check_trainer_args, resolve_recipe_aliases
 from hftransfer.config.schema import ConfigError, from_dict, set_dotted, to_dict
 from hftransfer.config.strategies import StrategyConfig
 
@@ -144,6 +145,9 @@ class TrainConfig:
     num_workers: int = 0
     report_to: list[str] = field(default_factory=list)
     """Experiment trackers, e.g. `[tensorboard]` (needs `pip install tensorboard`); none by default."""
+    trainer_args: dict[str, Any] = field(default_factory=dict)
+    """Other `TrainingArguments` by name (`gradient_checkpointing`, `torch_compile`, ...), checked against the
+    installed transformers. The Accelerate loop applies activation/gradient checkpointing and label smoothing."""
 
     def __post_init__(self) -> None:
         for name in ("batch_size", "eval_batch_size", "gradient_accumulation_steps", "logging_steps"):
@@ -165,6 +169,7 @@ class TrainConfig:
                 raise ConfigError(f"train.{name} must be >= 0, got {getattr(self, name)}.")
         if self.best_metric not in BEST_METRICS:
             raise ConfigError(f"train.best_metric '{self.best_metric}' is not one of {list(BEST_METRICS)}.")
+        check_trainer_args(self.trainer_args, self.loop)
 
     @property
     def greater_is_better(self) -> bool:
@@ -209,17 +214,24 @@ class RunConfig:
 
 
 def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> RunConfig:
-    """Read a YAML recipe, apply `key.sub=value` overrides, and check everything against the schema."""
+    """Read a YAML recipe, apply `key.sub=value` overrides, and check everything against the schema.
+
+    TrainingArguments names (`num_train_epochs`, `train.per_device_train_batch_size`, `bf16`, ...) are read as
+    aliases of hftransfer's keys (`config/aliases.py`), so the config, and the recipe saved from it, holds
+    only canonical keys."""
     tree: dict[str, Any] = {}
     if path is not None:
         from hftransfer.config.files import read_recipe_tree
 
         tree = read_recipe_tree(path)
+        tree = resolve_recipe_aliases(tree, RunConfig, source=str(path))
+    pairs = []
     for item in overrides or []:
         key, sep, raw = item.partition("=")
         if not sep or not key:
             raise ConfigError(f"Override '{item}' is not of the form key.sub=value.")
-        set_dotted(tree, key.strip(), yaml.safe_load(raw) if raw != "" else None, RunConfig)
+        pairs.append((key.strip(), yaml.safe_load(raw) if raw != "" else None))
+    apply_overrides(tree, pairs, RunConfig, set_dotted)
     return from_dict(RunConfig, tree)
 
 

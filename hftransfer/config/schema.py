@@ -6,10 +6,13 @@ so an unknown key or a wrongly typed value stops the run before any model loads.
 
 from __future__ import annotations
 
+import ast
 import contextlib
 import dataclasses
-import difflib
+import inspect
+import itertools
 import math
+import textwrap
 import types
 from typing import Any, Literal, TypeVar, Union, get_args, get_origin, get_type_hints
 
@@ -22,14 +25,31 @@ class ConfigError(UserError):
     """A recipe or override that does not fit the schema."""
 
 
-def _closest(key: str, valid: list[str]) -> str:
-    match = difflib.get_close_matches(key, valid, n=1, cutoff=0.5)
-    return f" Did you mean '{match[0]}'?" if match else f" Valid keys: {', '.join(sorted(valid))}."
+def _unknown_key(full: str, key: str, cls: type) -> ConfigError:
+    from hftransfer.config.aliases import unknown_key_hint  # it imports this module
+
+    return ConfigError(f"Unknown config key '{full}'.{unknown_key_hint(full, key, cls)}")
 
 
 def _type_name(tp: Any) -> str:
     if get_origin(tp) is Literal:
         return " | ".join(repr(a) for a in get_args(tp))
+    return getattr(tp, "__name__", None) or str(tp).replace("typing.", "")
+
+
+def type_label(tp: Any) -> str:
+    """A type as a recipe writer reads it: `int | null`, `'cls' | 'mean'`, `list[str]`, `mapping`."""
+    origin, args = get_origin(tp), get_args(tp)
+    if origin is Literal:
+        return " | ".join(repr(a) for a in args)
+    if origin in (Union, types.UnionType):
+        return " | ".join("null" if a is type(None) else type_label(a) for a in args)
+    if origin in (list, tuple):
+        return f"list[{type_label(args[0])}]" if args else "list"
+    if origin is dict:
+        return "mapping"
+    if tp is Any:
+        return "any"
     return getattr(tp, "__name__", None) or str(tp).replace("typing.", "")
 
 
@@ -118,7 +138,7 @@ def from_dict(cls: type[T], data: Any, path: str = "") -> T:
     for key, value in data.items():
         full = f"{path}.{key}" if path else str(key)
         if key not in fields:
-            raise ConfigError(f"Unknown config key '{full}'.{_closest(str(key), list(fields))}")
+            raise _unknown_key(full, str(key), cls)
         kwargs[key] = _coerce(value, fields[key], full)
     try:
         return cls(**kwargs)
@@ -159,9 +179,48 @@ def _child_schema(cls: type | None, key: str, full: str) -> type | None:
         return None
     fields = schema_fields(cls)
     if key not in fields:
-        raise ConfigError(f"Unknown config key '{full}'.{_closest(key, list(fields))}")
+        raise _unknown_key(full, key, cls)
     hint = fields[key]
     return next((c for c in [hint, *get_args(hint)] if is_schema(c)), None)
 
 
-__all__ = ["ConfigError", "from_dict", "is_schema", "schema_fields", "set_dotted", "to_dict"]
+def field_help(cls: type) -> dict[str, str]:
+    """Field name -> the first line of the docstring written under it (the recipe's help text); `{}` when the
+    source cannot be read. A class may give its own (`field_help()`)."""
+    if hasattr(cls, "field_help"):
+        return cls.field_help()
+    helps: dict[str, str] = {}
+    for klass in reversed(cls.__mro__):
+        try:
+            tree = ast.parse(textwrap.dedent(inspect.getsource(klass)))
+        except (OSError, TypeError, SyntaxError):
+            continue
+        body = tree.body[0].body if tree.body and isinstance(tree.body[0], ast.ClassDef) else []
+        for node, after in itertools.pairwise(body):
+            if (
+                isinstance(node, ast.AnnAssign)
+                and isinstance(node.target, ast.Name)
+                and isinstance(after, ast.Expr)
+                and isinstance(after.value, ast.Constant)
+                and isinstance(after.value.value, str)
+            ):
+                helps[node.target.id] = " ".join(after.value.value.split("\n\n")[0].split())
+    return helps
+
+
+def schema_defaults(cls: type) -> dict[str, Any]:
+    """Field name -> default value (plain data), from a default-built instance."""
+    return to_dict(cls())
+
+
+__all__ = [
+    "ConfigError",
+    "field_help",
+    "from_dict",
+    "is_schema",
+    "schema_defaults",
+    "schema_fields",
+    "set_dotted",
+    "to_dict",
+    "type_label",
+]

@@ -77,6 +77,9 @@ class Runtime:
     """Processes training together (DDP, FSDP); 1 for a single process."""
     precision: str = "fp32"
     """`fp32`, `bf16` or `fp16` autocast; weights stay fp32."""
+    label_smoothing: float = 0.0
+    """Label smoothing of the training cross-entropy (`train.trainer_args.label_smoothing_factor`), applied in
+    `Strategy.loss`, so both loops smooth alike; evaluation reports the plain task loss."""
 
     @property
     def autocast_dtype(self) -> torch.dtype | None:
@@ -147,7 +150,7 @@ class Strategy:
     def loss(self, model: nn.Module, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
         """(mean loss over the batch, logits). Labels are popped so the model never computes its own loss."""
         logits = self.logits(model, {k: v for k, v in batch.items() if k != "labels"})
-        return F.cross_entropy(logits.float(), batch["labels"]), logits
+        return F.cross_entropy(logits.float(), batch["labels"], label_smoothing=self.runtime.label_smoothing), logits
 
     def logits(self, model: nn.Module, inputs: dict[str, torch.Tensor]) -> torch.Tensor:
         """The model's logits for a batch of inputs, in training and in the loops' evaluation (a frozen part's

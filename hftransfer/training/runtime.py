@@ -36,4 +36,9 @@ def resolve_runtime(train: TrainConfig) -> Runtime:
     from accelerate import PartialState
 
     state = PartialState(cpu=not torch.cuda.is_available())
-    return Runtime(device=state.device, world_size=state.num_processes, precision=resolve_precision(train.precision))
+    return Runtime(
+        device=state.device,
+        world_size=state.num_processes,
+        precision=resolve_precision(train.precision),
+        label_smoothing=float(train.trainer_args.get("label_smoothing_factor", 0.0)),
+    )

@@ -12,6 +12,7 @@ def distillation_loss(
     labels: torch.Tensor,
     temperature: float,
     alpha: float,
+    label_smoothing: float = 0.0,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """(total, distillation term incl. T^2, cross-entropy). T^2 keeps soft-target gradients on the CE scale."""
     s, t = student_logits.float(), teacher_logits.float().detach()
@@ -21,7 +22,7 @@ def distillation_loss(
         reduction="batchmean",
         log_target=True,
     ) * (temperature**2)
-    ce = F.cross_entropy(s, labels)
+    ce = F.cross_entropy(s, labels, label_smoothing=label_smoothing)
     return alpha * kd + (1 - alpha) * ce, kd, ce
 
 

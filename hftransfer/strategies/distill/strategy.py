@@ -234,7 +234,8 @@ class DistillStrategy(Strategy):
             teacher_out = self._teacher_forward(inputs, logits.device, hidden)
             teacher_logits = teacher_out.logits
         loss, _, _ = distillation_loss(
-            logits, teacher_logits, batch["labels"], self.config.temperature, self.config.alpha
+            logits, teacher_logits, batch["labels"], self.config.temperature, self.config.alpha,
+            label_smoothing=self.runtime.label_smoothing,
         )
         if hidden and self.config.hidden_weight > 0:
             loss = loss + self.config.hidden_weight * self._hidden_loss(outputs, teacher_out, inputs)

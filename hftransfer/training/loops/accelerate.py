@@ -45,6 +45,7 @@ from hftransfer.training.checkpoints import (
 )
 from hftransfer.training.loops.common import (
     LoopResult,
+    enable_activation_checkpointing,
     evaluate,
     trained_model,
     weighted_loss,
@@ -67,6 +68,7 @@ def run_accelerate_loop(
     valid_batches = eval_loader(data.validation, collator, train.eval_batch_size, train.num_workers)
 
     # Model (with the strategy's extra trainable modules), optimizer, schedule.
+    enable_activation_checkpointing(model, train.trainer_args)
     model = with_trainable_modules(model, strategy)
     optimizer = build_optimizer(strategy, model, train)
     model, optimizer, valid_batches = accelerator.prepare(model, optimizer, valid_batches)

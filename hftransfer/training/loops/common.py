@@ -54,6 +54,31 @@ def with_trainable_modules(model: nn.Module, strategy: Strategy) -> nn.Module:
     return WithTrainableModules(model, extras) if extras else model
 
 
+def enable_activation_checkpointing(model: nn.Module, trainer_args: dict) -> None:
+    """`train.trainer_args.gradient_checkpointing` (or `activation_checkpointing`, with its `*_kwargs`), applied
+    to the model by both loops the same way (Trainer's own call cannot reach a model wrapped with extra modules)."""
+    if not (trainer_args.get("activation_checkpointing") or trainer_args.get("gradient_checkpointing")):
+        return
+    given = trainer_args.get("activation_checkpointing_kwargs") or trainer_args.get("gradient_checkpointing_kwargs")
+    kwargs = dict(given or {})
+    every_n_layers, offload = kwargs.pop("every_n_layers", 1), kwargs.pop("offload", False)
+    enable = getattr(model, "activation_checkpointing_enable", None)
+    if enable is None:  # models outside transformers' PreTrainedModel that keep the older name
+        enable = model.gradient_checkpointing_enable
+        enable(gradient_checkpointing_kwargs=kwargs or None)
+        return
+    enable(activation_checkpointing_kwargs=kwargs or None, every_n_layers=every_n_layers, offload=offload)
+
+
+CHECKPOINTING_ARGS = (
+    "activation_checkpointing",
+    "activation_checkpointing_kwargs",
+    "gradient_checkpointing",
+    "gradient_checkpointing_kwargs",
+)
+"""Applied by `enable_activation_checkpointing` in both loops, so never handed to `TrainingArguments`."""
+
+
 def trained_model(module: nn.Module) -> nn.Module:
     """The model itself, out of `WithTrainableModules` (what the strategy saves)."""
     return module.model if isinstance(module, WithTrainableModules) else module

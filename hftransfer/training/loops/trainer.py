@@ -23,8 +23,10 @@ from hftransfer.errors import UserError
 from hftransfer.strategies.base import Strategy
 from hftransfer.training.checkpoints import check_rng_state, find_checkpoint
 from hftransfer.training.loops.common import (
+    CHECKPOINTING_ARGS,
     LoopResult,
     WithTrainableModules,
+    enable_activation_checkpointing,
     evaluate,
     trained_model,
     weighted_loss,
@@ -172,6 +174,8 @@ def training_arguments(config: RunConfig, work_dir: Path) -> TrainingArguments:
             "train.loop=trainer can keep the best checkpoint alongside periodic ones only when train.save_steps is "
             "a multiple of train.eval_steps. Set them so, leave train.save_steps empty, or use train.loop=accelerate."
         )
+    # `train.trainer_args`, checked with the recipe; label smoothing reaches the loss through the strategy too.
+    passed_through = {k: v for k, v in train.trainer_args.items() if k not in (*CHECKPOINTING_ARGS, "disable_tqdm")}
     return TrainingArguments(
         output_dir=str(work_dir / "checkpoints"),
         num_train_epochs=train.epochs,
@@ -201,7 +205,9 @@ def training_arguments(config: RunConfig, work_dir: Path) -> TrainingArguments:
         dataloader_num_workers=train.num_workers,
         remove_unused_columns=False,
         label_names=["labels"],
-        disable_tqdm=not sys.stderr.isatty(),  # bars in a terminal; loss/eval log lines everywhere
+        # bars in a terminal; loss/eval log lines everywhere
+        disable_tqdm=train.trainer_args.get("disable_tqdm", not sys.stderr.isatty()),
+        **passed_through,
     )
 
 
@@ -215,6 +221,7 @@ def run_trainer_loop(
     callbacks: Sequence[TrainerCallback] = (),
 ):
     """Train with `Trainer`; extra `callbacks` (e.g. bench/throughput.py's timer) see every step."""
+    enable_activation_checkpointing(model, config.train.trainer_args)
     trainer = StrategyTrainer(
         model=model,
         args=training_arguments(config, work_dir),
