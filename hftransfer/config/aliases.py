@@ -14,7 +14,7 @@ import functools
 from collections.abc import Callable
 from typing import Any
 
-from hftransfer.config.schema import ConfigError, is_schema, schema_fields
+from hftransfer.config.schema import ConfigError, is_schema, register_unknown_key_hint, schema_fields
 
 ALIASES: dict[str, str] = {
     "per_device_train_batch_size": "train.batch_size",
@@ -337,3 +337,6 @@ __all__ = [
     "training_argument_names",
     "unknown_key_hint",
 ]
+
+
+register_unknown_key_hint(unknown_key_hint)

@@ -14,6 +14,7 @@ import itertools
 import math
 import textwrap
 import types
+from collections.abc import Callable
 from typing import Any, Literal, TypeVar, Union, get_args, get_origin, get_type_hints
 
 from hftransfer.errors import UserError
@@ -25,10 +26,18 @@ class ConfigError(UserError):
     """A recipe or override that does not fit the schema."""
 
 
-def _unknown_key(full: str, key: str, cls: type) -> ConfigError:
-    from hftransfer.config.aliases import unknown_key_hint  # it imports this module
+_UNKNOWN_KEY_HINTS: list[Callable[[str, str, type], str]] = []
+"""What an unknown key probably meant; `config.aliases` registers its hint (TrainingArguments names, close keys)
+here, so this module imports nothing above it."""
 
-    return ConfigError(f"Unknown config key '{full}'.{unknown_key_hint(full, key, cls)}")
+
+def register_unknown_key_hint(hint: Callable[[str, str, type], str]) -> None:
+    _UNKNOWN_KEY_HINTS[:] = [hint]
+
+
+def _unknown_key(full: str, key: str, cls: type) -> ConfigError:
+    hint = _UNKNOWN_KEY_HINTS[0](full, key, cls) if _UNKNOWN_KEY_HINTS else ""
+    return ConfigError(f"Unknown config key '{full}'.{hint}")
 
 
 def _type_name(tp: Any) -> str:

@@ -15,7 +15,7 @@ from pathlib import Path
 
 from datasets import Dataset, DatasetDict, Value
 
-from hftransfer.data.sources import DataError
+from hftransfer.errors import DataError
 
 logger = logging.getLogger("hftransfer")
 

@@ -10,13 +10,10 @@ from datasets import Dataset, DatasetDict, load_dataset
 
 from hftransfer.config.locations import resolve_location
 from hftransfer.config.recipe import DataConfig
-from hftransfer.errors import UserError
+from hftransfer.errors import DataError
 
 _BUILDERS = {".csv": "csv", ".tsv": "csv", ".json": "json", ".jsonl": "json", ".parquet": "parquet"}
 
-
-class DataError(UserError):
-    """Data that cannot be trained on as configured; the message names the fix."""
 
 
 def _builder_for(files: dict[str, str]) -> tuple[str, dict]:
