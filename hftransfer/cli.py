@@ -241,23 +241,28 @@ def _run_commands(commands, common: argparse.ArgumentParser) -> None:
     compare.set_defaults(handler=_compare)
 
 
+def _scoring_command(commands, common, name: str, handler, help_text: str, file_help: str, output_help: str):
+    """A command that runs a trained output folder over inputs: its folder, --file, --output, --batch-size."""
+    command = commands.add_parser(name, parents=[common], help=help_text)
+    command.add_argument("output_dir")
+    command.add_argument("--file", help=file_help)
+    command.add_argument("--output", help=output_help)
+    command.add_argument("--batch-size", type=int, default=64)
+    command.set_defaults(handler=handler)
+    return command
+
+
 def _output_commands(commands, common: argparse.ArgumentParser) -> None:
     """evaluate, predict, export and push: the commands that read a trained output folder."""
-    evaluate = commands.add_parser("evaluate", parents=[common], help="Score a trained output folder on labelled data.")
-    evaluate.add_argument("output_dir")
+    evaluate = _scoring_command(commands, common, "evaluate", _evaluate,
+                                "Score a trained output folder on labelled data.",
+                                "A labelled csv/tsv/json/jsonl/parquet file instead of a split.",
+                                "Also write the metrics JSON here.")  # fmt: skip
     evaluate.add_argument("--split", default="validation", help="Split of the recipe's data (default: validation).")
-    evaluate.add_argument("--file", help="A labelled csv/tsv/json/jsonl/parquet file instead of a split.")
-    evaluate.add_argument("--output", help="Also write the metrics JSON here.")
-    evaluate.add_argument("--batch-size", type=int, default=64)
-    evaluate.set_defaults(handler=_evaluate)
-
-    predict = commands.add_parser("predict", parents=[common], help="Label new texts; writes JSONL (label, scores).")
-    predict.add_argument("output_dir")
+    predict = _scoring_command(commands, common, "predict", _predict, "Label new texts; writes JSONL (label, scores).",
+                               "One text per line, or JSONL records with the recipe's text columns.",
+                               "Write JSONL here instead of standard output.")  # fmt: skip
     predict.add_argument("texts", nargs="*", help="Texts to label; otherwise --file or standard input.")
-    predict.add_argument("--file", help="One text per line, or JSONL records with the recipe's text columns.")
-    predict.add_argument("--output", help="Write JSONL here instead of standard output.")
-    predict.add_argument("--batch-size", type=int, default=64)
-    predict.set_defaults(handler=_predict)
 
     export = commands.add_parser("export", parents=[common], help="Write a run as a plain Transformers model.")
     export.add_argument("output_dir")

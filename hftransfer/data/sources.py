@@ -38,15 +38,7 @@ def load_splits(config: DataConfig, *, need_train: bool = True) -> DatasetDict:
     elif config.train_dir or config.validation_dir or config.test_dir:
         splits = load_image_folders(config)
     else:
-        files = {
-            name: resolve_location(path)
-            for name, path in (
-                ("train", config.train_file),
-                ("validation", config.validation_file),
-                ("test", config.test_file),
-            )
-            if path
-        }
+        files = _split_paths(config, "file")
         if not files:
             raise DataError("No data given: set data.dataset (a Hub dataset), data.train_file or data.train_dir.")
         splits = _load_checked_files(files, config)
@@ -68,17 +60,15 @@ def complete_splits(splits: DatasetDict, config: DataConfig, *, need_train: bool
     return _subsample(splits, config)
 
 
+def _split_paths(config: DataConfig, kind: str) -> dict[str, str]:
+    """The splits' `data.<split>_<kind>` paths that are set (kind: file or dir), resolved."""
+    named = {name: getattr(config, f"{name}_{kind}") for name in ("train", "validation", "test")}
+    return {name: resolve_location(path) for name, path in named.items() if path}
+
+
 def load_image_folders(config: DataConfig) -> DatasetDict:
     """`<dir>/<class>/<image>` folders through datasets' imagefolder builder (classes = sorted folder names)."""
-    dirs = {
-        name: resolve_location(path)
-        for name, path in (
-            ("train", config.train_dir),
-            ("validation", config.validation_dir),
-            ("test", config.test_dir),
-        )
-        if path
-    }
+    dirs = _split_paths(config, "dir")
     for name, folder in dirs.items():
         if not Path(folder).is_dir():
             raise DataError(f"data.{name}_dir: {folder} is not a folder.")

@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterable, Iterator
-from pathlib import Path
 from typing import TYPE_CHECKING
 
+from hftransfer.config.files import read_user_text
 from hftransfer.data.sources import DataError
 
 if TYPE_CHECKING:
@@ -45,17 +45,7 @@ def check_evaluate_file(output_dir: str, path: str) -> None:
 
 def check_predict_file(path: str) -> None:
     """`predict OUTPUT --file PATH`: an existing UTF-8 file whose `{...}` lines are valid JSON (before any model)."""
-    file = Path(path)
-    if file.is_dir():
-        raise DataError(f"--file {path} is a folder; give a text file (one text per line) or JSONL records.")
-    if not file.is_file():
-        raise DataError(f"--file {path} does not exist.")
-    raw = file.read_bytes()
-    try:
-        text = raw.decode("utf-8-sig")
-    except UnicodeDecodeError as err:
-        line = raw[: err.start].count(b"\n") + 1
-        raise DataError(f"--file {path} line {line} is not UTF-8 text; re-save the file as UTF-8.") from err
+    text = read_user_text(path, f"--file {path}", "a text file (one text per line) or JSONL records", DataError)
     for _ in parse_input_lines(text.splitlines(), f"--file {path}"):
         pass
 
