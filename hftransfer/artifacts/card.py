@@ -61,7 +61,7 @@ class _Run:
 
     @property
     def strategy(self) -> type[Strategy]:
-        return strategy_class(self.results.get("strategy", "full"))
+        return strategy_class(self.results["strategy"])
 
     @property
     def task(self) -> str:
@@ -133,7 +133,7 @@ def card_metadata(folder: str | Path, *, model_name: str | None = None, merged: 
         )
         for metric_id, value in metrics.items()
     ]
-    tags = ["hftransfer", task, results.get("strategy", "full")]
+    tags = ["hftransfer", task, results["strategy"]]
     if adapter_card:
         tags += ["peft", "adapter"]
     if merged:
@@ -201,7 +201,7 @@ def _table(header: list[str], rows: list[list[Any]]) -> list[str]:
 def _intro(run: _Run, name: str, merged: bool, base_model: str | None) -> list[str]:
     results, evaluation = run.results, run.results["eval"]
     base_ref = base_model or results.get("model") or run.recipe.model.name_or_path
-    strategy = results.get("strategy", "full")
+    strategy = results["strategy"]
     how = run.strategy.summary or f"the `{strategy}` strategy"
     if merged:
         how += "; the adapter was merged into the base weights, so this is a plain `transformers` model"
@@ -260,7 +260,7 @@ def _results_section(run: _Run) -> list[str]:
 
 
 def _training_section(run: _Run) -> list[str]:
-    strategy = run.results.get("strategy", "full")
+    strategy = run.results["strategy"]
     lines = ["## Training", "", *_training_table(run.results, run.recipe, strategy), ""]
     lines += _strategy_extras(run)
     options = to_dict(getattr(run.recipe.strategy, strategy, None) or {})

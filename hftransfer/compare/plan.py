@@ -14,10 +14,11 @@ from pathlib import Path
 
 from hftransfer.config.recipe import RunConfig, load_config
 from hftransfer.config.schema import ConfigError, to_dict
+from hftransfer.config.strategies import registered_strategies
 from hftransfer.errors import UserError
 from hftransfer.strategies import strategy_class, strategy_names
 
-DEFAULT_STRATEGIES = ("full", "frozen", "lora", "distill")
+DEFAULT_STRATEGIES = tuple(registered_strategies())  # every registered strategy, built-ins first
 RUNS_DIR = "runs"
 
 # Keys that may differ between a finished run and the plan without making the run stale.
