@@ -94,7 +94,7 @@ def test_trainer_and_accelerate_loops_take_the_same_steps(tiny_recipe, tmp_path,
 
 def test_checkpointing_and_label_smoothing_take_the_same_steps_in_both_loops(tiny_recipe, tmp_path, monkeypatch):
     """`train.trainer_args` that both loops apply: gradient checkpointing (recomputation, same numbers) and label
-    smoothing (in the strategy's loss) give the same step losses in either loop; smoothing raises the loss."""
+    smoothing (in the strategy's loss) give the same step losses in either loop; smoothing reaches the loss."""
     calls = []
     original = BertForSequenceClassification.activation_checkpointing_enable
 
@@ -112,7 +112,8 @@ def test_checkpointing_and_label_smoothing_take_the_same_steps_in_both_loops(tin
     assert calls == ["BertForSequenceClassification"] * 2
     np.testing.assert_allclose(_history(runs["accelerate"], "loss"), _history(runs["trainer"], "loss"), atol=1e-6)
     plain = train(tiny_recipe(*common, "train.loop=accelerate", f"train.output_dir={tmp_path / 'plain'}"))
-    assert _history(plain, "loss")[0] < _history(runs["accelerate"], "loss")[0]  # smoothing: never a 0 loss
+    # Same weights and batch at step 1: only the smoothing term differs (which way depends on the random start).
+    assert _history(plain, "loss")[0] != pytest.approx(_history(runs["accelerate"], "loss")[0], abs=1e-7)
 
 
 def test_trainer_args_the_accelerate_loop_cannot_apply_fail_with_the_recipe(tiny_recipe):

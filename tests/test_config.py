@@ -145,3 +145,21 @@ def test_trainer_args_are_checked_against_the_installed_training_arguments():
         load_config(None, ["train.loop=accelerate", "train.trainer_args.torch_compile=true"])
     accelerate = ["train.loop=accelerate", "train.trainer_args.label_smoothing_factor=0.1"]
     assert load_config(None, accelerate).train.trainer_args == {"label_smoothing_factor": 0.1}
+
+
+def test_label_smoothing_is_the_smoothed_cross_entropy_in_the_strategy_loss():
+    import torch
+    import torch.nn.functional as F
+
+    from hftransfer.strategies.base import Runtime, Strategy
+
+    class Fixed(torch.nn.Module):
+        def forward(self, **inputs):
+            return type("Out", (), {"logits": inputs["x"]})()
+
+    strategy = Strategy()
+    strategy.bind(Runtime(label_smoothing=0.2))
+    x, y = torch.tensor([[2.0, -1.0], [0.5, 0.4]]), torch.tensor([0, 1])
+    loss, _ = strategy.loss(Fixed(), {"x": x, "labels": y})
+    torch.testing.assert_close(loss, F.cross_entropy(x, y, label_smoothing=0.2))
+    assert not torch.isclose(loss, F.cross_entropy(x, y))
