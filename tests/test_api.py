@@ -143,3 +143,16 @@ def test_a_plain_trainer_refuses_a_distillation_student(tiny_bert_dir, toy_text_
     batch = DynamicPaddingCollator(tokenizer)([data.train[i] for i in range(4)])
     loss, _ = strategy.loss(model.train(), batch)  # the strategy's own loss is the way in
     assert torch.isfinite(loss)
+
+
+def test_a_test_split_is_scored_at_the_end_beside_validation(tiny_recipe, toy_text_files, tmp_path):
+    from hftransfer.artifacts.saved import load_run
+    from hftransfer.evaluation.scoring import evaluate_run
+    from hftransfer.training.pipeline import format_report
+
+    _, dev = toy_text_files
+    results = train(tiny_recipe("train.epochs=1", f"data.test_file={dev}", f"train.output_dir={tmp_path / 'out'}"))
+    assert results["test"]["num_samples"] == 32
+    assert results["test"] == evaluate_run(load_run(tmp_path / "out"), split="test")  # what `evaluate` says
+    assert "test: accuracy=" in format_report(results)
+    assert "| metric | validation | test |" in (tmp_path / "out" / "README.md").read_text()

@@ -241,7 +241,7 @@ def _how_to_use(run: _Run, model_ref: str, merged: bool, base_model: str | None)
 
 def _results_section(run: _Run) -> list[str]:
     evaluation = run.results["eval"]
-    lines = ["", "## Results", "", *_results_table(evaluation), ""]
+    lines = ["", "## Results", "", *_results_table(evaluation, run.results.get("test")), ""]
     per_class = evaluation.get("per_class") or {}
     if per_class:
         rows = [[f"`{c}`", m["precision"], m["recall"], m["f1"], m["support"]] for c, m in per_class.items()]
@@ -274,12 +274,13 @@ def _training_section(run: _Run) -> list[str]:
     ]
 
 
-def _results_table(evaluation: dict) -> list[str]:
+def _results_table(evaluation: dict, test: dict | None = None) -> list[str]:
+    """Validation metrics, and the test split's beside them when the run scored one."""
     rows = []
     for _, (key, pretty) in CARD_METRICS.items():
         if evaluation.get(key) is not None:
-            rows.append([pretty, evaluation[key]])
-    return _table(["metric", "value"], rows)
+            rows.append([pretty, evaluation[key], *([test.get(key)] if test else [])])
+    return _table(["metric", "validation", *(["test"] if test else [])], rows)
 
 
 def _training_table(results: dict, recipe: RunConfig, strategy: str) -> list[str]:

@@ -62,6 +62,8 @@ class RunResults:
     versions: dict[str, str] = field(default_factory=versions)
     finished_at: str = field(default_factory=lambda: datetime.now(timezone.utc).isoformat(timespec="seconds"))
     peak_gpu_memory_bytes: int | None = None
+    test: dict | None = None
+    """Test-split metrics of the same fp32 weights, when the recipe has a test split."""
     data: dict | None = None
     """Facts about the data (e.g. unreadable images skipped), when there are any."""
     strategy_results: dict | None = None

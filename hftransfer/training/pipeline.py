@@ -112,12 +112,13 @@ def _train_in(config: RunConfig, work: Path, given: Given | None) -> Finished:
     started = time.perf_counter()
     # In fp32 whatever the training precision: the saved weights are fp32, and `evaluate`, `predict` and the ONNX
     # export run them so; results.json then holds exactly what the shipped model scores.
-    eval_logits = dataset_logits(outcome.model, run.data.validation, collator, run.config.train.eval_batch_size)
+    metrics = _score(run, outcome.model, run.data.validation, collator)
     eval_runtime = time.perf_counter() - started
-    metrics = classification_metrics(run.data.validation["labels"], eval_logits, label_names=run.data.labels.names)
 
     save_run(run, outcome.model, work)
     results = build_results(run, outcome, metrics, eval_runtime, (trainable, total), work)
+    if run.data.test is not None:  # the test split is scored once, at the end, beside validation
+        results.test = _score(run, outcome.model, run.data.test, collator)
     results.write(work)
     _write_card(work, run.config.train.output_dir)
     publish(work, run.config.train.output_dir)
@@ -127,6 +128,11 @@ def _train_in(config: RunConfig, work: Path, given: Given | None) -> Finished:
 
         payload["hub"] = push_configured(run.config, run.config.train.output_dir)
     return Finished(payload, run, outcome.model)
+
+
+def _score(run: Prepared, model: torch.nn.Module, split: Any, collator: Any) -> dict:
+    logits = dataset_logits(model, split, collator, run.config.train.eval_batch_size)
+    return classification_metrics(split["labels"], logits, label_names=run.data.labels.names)
 
 
 def save_run(run: Prepared, model: torch.nn.Module, work: Path) -> None:
@@ -190,11 +196,15 @@ def format_report(results: dict) -> str:
         f"trainable params: {results['trainable_params']:,} / {results['total_params']:,} "
         f"({100 * results['trainable_share']:.2f}%)",
         f"train: {results['train_runtime_s']:.1f}s, {results['train_samples_per_second']:.1f} samples/s",
-        "dev: "
-        + "  ".join(
-            f"{k}={m[k]:.4f}" for k in ("accuracy", "f1", "precision", "recall", "roc_auc") if m.get(k) is not None
-        ),
+        f"dev: {_scores(m)}",
         f"confusion matrix (rows = true {list(m['per_class'])}): {m['confusion_matrix']}",
     ]
+    if results.get("test"):
+        lines.append(f"test: {_scores(results['test'])}")
     lines.extend(strategy_class(results["strategy"]).report_lines(results))
     return "\n".join(lines)
+
+
+def _scores(metrics: dict) -> str:
+    keys = ("accuracy", "f1", "precision", "recall", "roc_auc")
+    return "  ".join(f"{k}={metrics[k]:.4f}" for k in keys if metrics.get(k) is not None)
