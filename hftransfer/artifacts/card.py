@@ -292,7 +292,7 @@ def _training_table(results: dict, recipe: RunConfig, strategy: str) -> list[str
         ["strategy", f"`{strategy}`"],
         [
             "trainable parameters",
-            f"{trainable:,} of {total:,} ({100 * share:.2f}%)" if trainable and total and share is not None else "—",
+            f"{trainable:,} of {total:,} ({100 * share:.3g}%)" if trainable and total and share is not None else "—",
         ],
         ["training examples", results.get("num_train_samples")],
         ["optimizer steps", _steps(results, recipe)],

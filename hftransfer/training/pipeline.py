@@ -194,7 +194,7 @@ def format_report(results: dict) -> str:
     lines = [
         f"strategy={results['strategy']} loop={results['loop']} model={results['model']}",
         f"trainable params: {results['trainable_params']:,} / {results['total_params']:,} "
-        f"({100 * results['trainable_share']:.2f}%)",
+        f"({100 * results['trainable_share']:.3g}%)",
         f"train: {results['train_runtime_s']:.1f}s, {results['train_samples_per_second']:.1f} samples/s",
         f"dev: {_scores(m)}",
         f"confusion matrix (rows = true {list(m['per_class'])}): {m['confusion_matrix']}",
