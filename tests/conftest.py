@@ -22,23 +22,20 @@ SST2_TRAIN = "pkg:hftransfer/demo_data/sst2/train.tsv"
 SST2_DEV = "pkg:hftransfer/demo_data/sst2/dev.tsv"
 
 
+def save_tiny_bert(folder: Path, tokenizer, **config: object) -> Path:
+    """A 2-layer, 32-wide BERT classifier (`config` overrides any setting) with `tokenizer`, saved in `folder`."""
+    settings = {"hidden_size": 32, "num_hidden_layers": 2, "num_attention_heads": 2, "intermediate_size": 64,
+                "max_position_embeddings": 128, "num_labels": 2, **config}  # fmt: skip
+    BertForSequenceClassification(BertConfig(vocab_size=tokenizer.vocab_size, **settings)).save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return folder
+
+
 @pytest.fixture(scope="session")
 def tiny_bert_dir(tmp_path_factory) -> Path:
     """A 2-layer, 32-wide BERT with the MiniLM tokenizer, saved as a local checkpoint."""
-    folder = tmp_path_factory.mktemp("tiny-bert")
     tokenizer = AutoTokenizer.from_pretrained(resolve_location(MINILM))
-    config = BertConfig(
-        vocab_size=tokenizer.vocab_size,
-        hidden_size=32,
-        num_hidden_layers=2,
-        num_attention_heads=2,
-        intermediate_size=64,
-        max_position_embeddings=128,
-        num_labels=2,
-    )
-    BertForSequenceClassification(config).save_pretrained(folder)
-    tokenizer.save_pretrained(folder)
-    return folder
+    return save_tiny_bert(tmp_path_factory.mktemp("tiny-bert"), tokenizer)
 
 
 def write_tsv(path: Path, header: list[str], rows: list[list]) -> Path:

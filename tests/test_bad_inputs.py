@@ -16,8 +16,9 @@ from pathlib import Path
 import datasets
 import numpy as np
 import pytest
+from conftest import save_tiny_bert
 from PIL import Image
-from transformers import AutoTokenizer, BertConfig, BertForSequenceClassification
+from transformers import AutoTokenizer
 from transformers.utils import logging as transformers_logging
 
 from hftransfer.cli import main
@@ -407,16 +408,9 @@ def test_unlabelled_rows_of_hub_style_splits():
 def test_max_length_above_the_model_positions_is_capped(tmp_path, caplog):
     model_dir = tmp_path / "short-bert"
     tokenizer = AutoTokenizer.from_pretrained(resolve_location(MINILM))
-    config = BertConfig(
-        vocab_size=tokenizer.vocab_size,
-        hidden_size=16,
-        num_hidden_layers=1,
-        num_attention_heads=2,
-        intermediate_size=32,
-        max_position_embeddings=32,
+    save_tiny_bert(
+        model_dir, tokenizer, hidden_size=16, num_hidden_layers=1, intermediate_size=32, max_position_embeddings=32
     )
-    BertForSequenceClassification(config).save_pretrained(model_dir)
-    tokenizer.save_pretrained(model_dir)
     rng = random.Random(0)
     words = ["good", "bad", "film", "plot", "actor", "scene", "long", "very"]
     rows = "".join(f"{' '.join(rng.choice(words) for _ in range(60))}\t{i % 2}\n" for i in range(16))

@@ -19,7 +19,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from transformers import AutoTokenizer, BertConfig, BertForSequenceClassification
+from conftest import save_tiny_bert
+from transformers import AutoTokenizer
 
 from hftransfer.artifacts.saved import load_run
 from hftransfer.config.recipe import load_config
@@ -67,23 +68,11 @@ def tokenizer_folder() -> str:
 @pytest.fixture(scope="module")
 def tiny_model(tmp_path_factory) -> Path:
     """A seeded 2-layer, 32-wide BERT without dropout (training is deterministic up to kernel order)."""
-    folder = tmp_path_factory.mktemp("gpu-tiny-bert")
     tokenizer = AutoTokenizer.from_pretrained(tokenizer_folder())
     torch.manual_seed(0)
-    config = BertConfig(
-        vocab_size=tokenizer.vocab_size,
-        hidden_size=32,
-        num_hidden_layers=2,
-        num_attention_heads=2,
-        intermediate_size=64,
-        max_position_embeddings=128,
-        num_labels=2,
-        hidden_dropout_prob=0.0,
-        attention_probs_dropout_prob=0.0,
+    return save_tiny_bert(
+        tmp_path_factory.mktemp("gpu-tiny-bert"), tokenizer, hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0
     )
-    BertForSequenceClassification(config).save_pretrained(folder)
-    tokenizer.save_pretrained(folder)
-    return folder
 
 
 @pytest.fixture(scope="module")
@@ -142,8 +131,11 @@ def strategy_overrides(name: str, teacher_dir: Path | None) -> list[str]:
     extra = list(STRATEGIES[name])
     if name.startswith("distill"):
         # The teacher is a few steps old: the device path is under test here, not its accuracy.
-        extra += [f"strategy.distill.teacher={teacher_dir}", "strategy.distill.measure_latency=false",
-                  "strategy.distill.check_teacher=false"]
+        extra += [
+            f"strategy.distill.teacher={teacher_dir}",
+            "strategy.distill.measure_latency=false",
+            "strategy.distill.check_teacher=false",
+        ]
     return extra
 
 
@@ -185,8 +177,9 @@ def test_strategy_trains_on_the_device_and_the_saved_folder_scores_the_same(
     device, precision = device_precision
     teacher_dir = request.getfixturevalue("teacher") if strategy.startswith("distill") else None
     out = tmp_path / "run"
-    config = recipe(tiny_model, toy_files, out, device_precision, f"train.loop={loop}",
-                    *strategy_overrides(strategy, teacher_dir))
+    config = recipe(
+        tiny_model, toy_files, out, device_precision, f"train.loop={loop}", *strategy_overrides(strategy, teacher_dir)
+    )
     results = train(config)
     check_trained_on(results, device, precision, accelerators)
     check_saved_run_scores_like_training(results, out, device)
@@ -219,8 +212,11 @@ def test_frozen_feature_caches_give_the_uncached_losses(cached, device_precision
         else ("strategy.frozen.mode=head_only", "model.pooling=mean")
     )
     common = ("strategy.name=frozen", "train.epochs=2", *mode)
-    plain = train(recipe(tiny_model, toy_files, tmp_path / "plain", device_precision, *common,
-                         "strategy.frozen.cache_features=false"))
+    plain = train(
+        recipe(
+            tiny_model, toy_files, tmp_path / "plain", device_precision, *common, "strategy.frozen.cache_features=false"
+        )
+    )
     cached_run = train(recipe(tiny_model, toy_files, tmp_path / "cached", device_precision, *common))
     # fp32: the cached states are the same numbers; bf16: autocast outputs re-padded to other batch shapes.
     tolerance = 1e-4 if precision == "fp32" else 2e-2
