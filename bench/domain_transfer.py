@@ -63,15 +63,26 @@ METHODS: dict[str, tuple[list[str], str | None]] = {
         for lam in (0.3, 1.0, 3.0)
     },
     "joint + L2-SP": (
-        ["data.train_file={target}", "domain.source_file={source}", "domain.target_weight=1",
-         "domain.l2sp_alpha=0.01", "domain.l2sp_beta=0.01", *SOURCE],
+        [
+            "data.train_file={target}",
+            "domain.source_file={source}",
+            "domain.target_weight=1",
+            "domain.l2sp_alpha=0.01",
+            "domain.l2sp_beta=0.01",
+            *SOURCE,
+        ],
         None,
-    ),  # fmt: skip
+    ),
     "DANN (no target labels)": (
-        ["data.train_file=null", "domain.source_file={source}", "domain.unlabelled_target_file={pool}",
-         "domain.adversarial_weight=1", *SOURCE],
+        [
+            "data.train_file=null",
+            "domain.source_file={source}",
+            "domain.unlabelled_target_file={pool}",
+            "domain.adversarial_weight=1",
+            *SOURCE,
+        ],
         None,
-    ),  # fmt: skip
+    ),
 }
 
 
