@@ -1,4 +1,4 @@
-"""`hftransfer train|config|evaluate|predict|export|push|compare|rank|shift`: one entry point for every recipe.
+"""`hftransfer train|config|cv|evaluate|predict|export|push|compare|rank|shift`: one entry point for every recipe.
 
 Importing this module and `hftransfer --help` load neither torch nor transformers: each command imports what it
 needs when it runs.
@@ -31,6 +31,22 @@ def _train(args: argparse.Namespace) -> int:
     if results:  # empty on the non-main processes of `accelerate launch`
         print(format_report(results))
         print(f"Wrote {config.train.output_dir}")
+    return 0
+
+
+def _cv(args: argparse.Namespace) -> int:
+    from hftransfer.config.recipe import load_config
+    from hftransfer.training.crossval import check_k
+
+    check_k(args.folds)  # before the recipe or any model loads
+    config = load_config(args.recipe, args.overrides)
+    from hftransfer.training.crossval import CV_FILE, cross_validate, format_cv
+
+    out = args.out or f"{config.train.output_dir}-cv"
+    report = cross_validate(config, args.folds, out, keep_models=args.keep_models, recipe=args.recipe)
+    print(format_cv(report))
+    kept = f" and the fold models in {out}/fold-1..{args.folds}" if args.keep_models else ""
+    print(f"Wrote {Path(out) / CV_FILE}{kept}")
     return 0
 
 
@@ -227,6 +243,19 @@ def _run_commands(commands, common: argparse.ArgumentParser) -> None:
     _recipe_args(config, "YAML recipe (none: the defaults).", "key.sub=value overrides, as for train")
     config.add_argument("--yaml", action="store_true", help="Print only the resolved YAML (what a run saves).")
     config.set_defaults(handler=_config)
+
+    cv = commands.add_parser(
+        "cv",
+        parents=[common],
+        help="K-fold cross-validated evaluation of a recipe on its train split (mean ± sd over folds).",
+        epilog="The pool is the recipe's train split (its validation split is not used); each fold is scored on its "
+        "held-out rows, a test split by every fold's model and by their averaged probabilities.",
+    )
+    _recipe_args(cv, "YAML recipe (any strategy).", "key.sub=value overrides, as for train")
+    cv.add_argument("--folds", type=int, default=5, help="Number of stratified folds, at least 2 (default 5).")
+    cv.add_argument("--out", help="Folder for cv.json (default: <train.output_dir>-cv).")
+    cv.add_argument("--keep-models", action="store_true", help="Keep each fold's output folder as OUT/fold-<i>.")
+    cv.set_defaults(handler=_cv)
 
     compare = commands.add_parser(
         "compare", parents=[common], help="Train several strategies on one recipe (same data and seed); write a report."
