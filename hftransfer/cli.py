@@ -194,13 +194,25 @@ def _add_data_options(parser: argparse.ArgumentParser, max_rows: int) -> None:
 
 
 def _compare(args: argparse.Namespace) -> int:
-    from hftransfer.compare import parse_strategies, run_comparison
+    from hftransfer.compare import DEFAULT_STRATEGIES, parse_strategies, run_comparison
+    from hftransfer.compare.plan import parse_variant
     from hftransfer.compare.report import table
 
-    strategies = parse_strategies(args.strategies)  # an unknown name fails before anything loads
+    variants = [parse_variant(text) for text in args.variant or []]
+    # An unknown name fails before anything loads. Variants alone run on the recipe's strategy; with --strategies,
+    # every variant runs every strategy.
+    strategies = parse_strategies(args.strategies) if args.strategies else None
+    if strategies is None and not variants:
+        strategies = list(DEFAULT_STRATEGIES)
     out = args.out or f"outputs/compare-{Path(args.recipe).stem if args.recipe else 'default'}"
     report = run_comparison(
-        args.recipe, strategies, args.overrides, out, in_process=args.in_process, latency=not args.no_latency
+        args.recipe,
+        strategies,
+        args.overrides,
+        out,
+        in_process=args.in_process,
+        latency=not args.no_latency,
+        variants=variants,
     )
     print(table(report["runs"]))
     print(f"Wrote {out}/report.md, report.json{''.join(', ' + p for p in report['plots'])}")
@@ -261,9 +273,20 @@ def _run_commands(commands, common: argparse.ArgumentParser) -> None:
         "compare", parents=[common], help="Train several strategies on one recipe (same data and seed); write a report."
     )
     _recipe_args(
-        compare, "YAML recipe shared by every run.", "key=value for every run; STRATEGY:key=value for one run."
+        compare,
+        "YAML recipe shared by every run.",
+        "key=value for every run; STRATEGY:key=value or VARIANT:key=value for that strategy's or variant's runs.",
     )
-    compare.add_argument("--strategies", default="full,frozen,lora,distill", help="Comma-separated subset.")
+    compare.add_argument(
+        "--strategies", help="Comma-separated subset (default: every strategy, or with --variant the recipe's)."
+    )
+    compare.add_argument(
+        "--variant",
+        action="append",
+        metavar="NAME:key=value,...",
+        help="A named run: the recipe with these overrides (repeatable). With --strategies, one run per strategy. "
+        "{run:OTHER} in a value is variant OTHER's output folder, e.g. model.name_or_path={run:source-only}.",
+    )
     compare.add_argument("--out", help="Report folder (default outputs/compare-<recipe name>); runs land in OUT/runs.")
     compare.add_argument("--in-process", action="store_true", help="Train in this process (faster; no peak RSS).")
     compare.add_argument("--no-latency", action="store_true", help="Skip the inference latency measurement.")
