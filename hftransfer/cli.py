@@ -179,6 +179,7 @@ def _shift(args: argparse.Namespace) -> int:
         permutations=args.permutations,
         seed=args.seed,
         batch_size=args.batch_size,
+        with_bases=not args.no_base,
     )
     print(format_shift(report))
     _write_report(report, args.out)
@@ -369,7 +370,18 @@ def _analysis_commands(commands, common: argparse.ArgumentParser) -> None:
     shift = commands.add_parser("shift", parents=[common], help="Distance between two data sets in a model's features.")
     shift.add_argument("--source", required=True, help=f"Source data: {data_help}.")
     shift.add_argument("--target", required=True, help="Target data, same forms as --source.")
-    shift.add_argument("--model", required=True, help="Checkpoint whose features are compared.")
+    shift.add_argument(
+        "--model",
+        nargs="+",
+        required=True,
+        help="Checkpoint(s) whose features are compared: Hub ids, folders, pkg: paths, or hftransfer "
+        "output folders (LoRA runs merged on the fly), each then measured after its base model.",
+    )
+    shift.add_argument(
+        "--no-base",
+        action="store_true",
+        help="For output folders, skip measuring the base model they were trained from.",
+    )
     shift.add_argument("--source-split", default="train", help="Recipe split for --source (default: train).")
     shift.add_argument("--target-split", default="train", help="Recipe split for --target (default: train).")
     shift.add_argument("--target-text-columns", nargs="+", help="Target text column(s), when they differ.")
