@@ -46,11 +46,11 @@ def test_folds_refuse_too_few_folds_or_rows_naming_the_class():
 
 @pytest.fixture(scope="module")
 def cv_run(tiny_bert_dir, tmp_path_factory):
-    """One 3-fold cv through the CLI with a test file and kept fold models, shared by the checks below."""
+    """One 2-fold cv through the CLI with a test file and kept fold models, shared by the checks below."""
     folder = tmp_path_factory.mktemp("cv")
     train, dev = write_toy_text_files(folder)
     out = folder / "cv-out"
-    args = ["cv", "--folds", "3", "--out", str(out), "--keep-models", f"model.name_or_path={tiny_bert_dir}",
+    args = ["cv", "--folds", "2", "--out", str(out), "--keep-models", f"model.name_or_path={tiny_bert_dir}",
             f"data.train_file={train}", f"data.validation_file={dev}", f"data.test_file={dev}", "train.epochs=1",
             "train.batch_size=16", "train.learning_rate=1e-3", "train.precision=fp32"]  # fmt: skip
     return out, args
@@ -61,9 +61,9 @@ def test_cv_cli_writes_per_fold_and_mean_metrics(cv_run, capsys):
     assert main(args) == 0
     printed = capsys.readouterr().out
     report = json.loads((out / "cv.json").read_text())
-    assert report["folds"] == 3 and report["seed"] == 42 and report["pool"]["rows"] == 96  # validation not pooled
+    assert report["folds"] == 2 and report["seed"] == 42 and report["pool"]["rows"] == 96  # validation not pooled
     per_fold = report["per_fold"]
-    assert [f["fold"] for f in per_fold] == [1, 2, 3]
+    assert [f["fold"] for f in per_fold] == [1, 2]
     assert sum(f["held_out_rows"] for f in per_fold) == 96
     assert all(f["train_rows"] + f["held_out_rows"] == 96 for f in per_fold)
     assert sum(f["eval"]["num_samples"] for f in per_fold) == 96  # each fold scored on exactly its held-out rows
@@ -87,7 +87,7 @@ def test_cv_test_score_is_the_mean_of_the_fold_models_probabilities(cv_run):
     out, _ = cv_run
     report = json.loads((out / "cv.json").read_text())  # written by the test above (module fixture order)
     probabilities = []
-    for fold in (1, 2, 3):
+    for fold in (1, 2):
         run = load_run(out / f"fold-{fold}")
         encoded = encode_run_split(run, "test")
         collator = get_task(run.config.task).collator(run.tokenizer, run.config.data)
