@@ -165,6 +165,7 @@ def cross_validate(
     pool, test, labels, where = _pool(config)
     label_names = np.asarray(labels.names)[np.asarray(labels.encode(pool, config.data.label_column, "train")["labels"])]
     cuts = folds(label_names, k, config.train.seed)  # a class too small for k fails here, before any model loads
+    test_labels = labels.encode(test, config.data.label_column, "test")["labels"] if test is not None else None
     if config.train.early_stopping_patience or config.train.load_best_at_end:
         logger.warning(
             "cv: early stopping / best-model selection picks on each fold's held-out rows, which are "
@@ -193,7 +194,6 @@ def cross_validate(
         if probs is not None:
             probabilities.append(probs)
     if probabilities:
-        test_labels = labels.encode(test, config.data.label_column, "test")["labels"]
         report.ensemble_test = classification_metrics(
             test_labels, np.mean(probabilities, axis=0), label_names=labels.names
         )
