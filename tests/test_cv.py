@@ -119,3 +119,12 @@ def test_cv_bad_input_exits_2_before_any_model_loads(tiny_bert_dir, tmp_path, ca
     (out / "fold-1").mkdir(parents=True)
     assert main(["cv", "--folds", "2", "--out", str(out), *base]) == 2
     assert "is not empty" in capsys.readouterr().err
+
+
+def test_pool_is_the_whole_train_split_even_without_a_validation_file(tiny_recipe):
+    from hftransfer.models.tasks import resolve_task
+
+    config = resolve_task(tiny_recipe("data.validation_file=null", "data.max_train_samples=90"))
+    pool, test, labels, where = crossval._pool(config)
+    assert len(pool) == 90 and test is None  # no data.validation_size share held out of it
+    assert labels.names == ("0", "1") and where["source"] == config.data.train_file

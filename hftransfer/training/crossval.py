@@ -27,6 +27,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+from accelerate import PartialState
 from datasets import Dataset, DatasetDict
 
 from hftransfer.artifacts.layout import write_json
@@ -154,6 +155,11 @@ def cross_validate(
     loads. The recipe's `train.seed` seeds the folds and every fold's training.
     """
     check_k(k)
+    if PartialState().num_processes > 1:
+        raise UserError(
+            "hftransfer cv trains its folds one after another in one process; run it without "
+            "`accelerate launch` (or with one process)."
+        )
     out = Path(out)
     if out.is_dir() and any(out.iterdir()) and not config.train.overwrite_output_dir:
         raise UserError(
