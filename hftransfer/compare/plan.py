@@ -1,9 +1,11 @@
 """Turn one recipe, `--strategies` and `--variant`s into one run config per run, checked before anything trains.
 
 Each run is the recipe with `strategy.name=<s>`, the strategy's compare defaults (`Strategy.compare_defaults`),
-the user's overrides for every run, the user's `<s>:key=value` overrides for that run only, then what the
-strategy's `compare_plan` adds (e.g. distill's teacher: the comparison's own full run). All runs share the
-data, seed and every other key, and write into `<report>/runs/<s>`.
+the user's overrides for every run, the user's `<s>:key=value` overrides for that run only, a variant's overrides
+(`--variant NAME:key=value,...` and `NAME:key=value`), then what the strategy's `compare_plan` adds (e.g. distill's
+teacher: the comparison's own full run). Without variants all runs share the data, seed and every other key and
+write into `<report>/runs/<s>`; a variant is a named set of overrides (`runs/<name>`, or `runs/<name>/<s>` when
+variants and strategies make a grid), and `{run:NAME}` in one of its values is another run's output folder.
 """
 
 from __future__ import annotations
