@@ -73,7 +73,8 @@ def _curves_plot(plt, path: Path, histories: dict[str, list[dict]], gaps: list[s
         train = [(e["step"], e["loss"]) for e in history if "loss" in e and "step" in e]
         evals = [(e["step"], e["eval_loss"]) for e in history if "eval_loss" in e and "step" in e]
         if train:
-            train_ax.plot(*zip(*train, strict=True), label=name)
+            dot = "o" if len(train) == 1 else None  # one logged point: a dot, not an invisible line
+            train_ax.plot(*zip(*train, strict=True), marker=dot, label=name)
         if evals:
             eval_ax.plot(*zip(*evals, strict=True), marker="o", label=name)
     for ax, title in ((train_ax, "train loss"), (eval_ax, "validation loss")):
