@@ -1,4 +1,4 @@
-"""`hftransfer train|config|evaluate|predict|export|push|compare|rank|shift`: one entry point for every recipe.
+"""`hftransfer train|config|cv|evaluate|predict|export|push|compare|rank|shift`: one entry point for every recipe.
 
 Importing this module and `hftransfer --help` load neither torch nor transformers: each command imports what it
 needs when it runs.
@@ -31,6 +31,22 @@ def _train(args: argparse.Namespace) -> int:
     if results:  # empty on the non-main processes of `accelerate launch`
         print(format_report(results))
         print(f"Wrote {config.train.output_dir}")
+    return 0
+
+
+def _cv(args: argparse.Namespace) -> int:
+    from hftransfer.config.recipe import load_config
+    from hftransfer.training.crossval import check_k
+
+    check_k(args.folds)  # before the recipe or any model loads
+    config = load_config(args.recipe, args.overrides)
+    from hftransfer.training.crossval import CV_FILE, cross_validate, format_cv
+
+    out = args.out or f"{config.train.output_dir}-cv"
+    report = cross_validate(config, args.folds, out, keep_models=args.keep_models, recipe=args.recipe)
+    print(format_cv(report))
+    kept = f" and the fold models in {out}/fold-1..{args.folds}" if args.keep_models else ""
+    print(f"Wrote {Path(out) / CV_FILE}{kept}")
     return 0
 
 
@@ -163,6 +179,7 @@ def _shift(args: argparse.Namespace) -> int:
         permutations=args.permutations,
         seed=args.seed,
         batch_size=args.batch_size,
+        with_bases=not args.no_base,
     )
     print(format_shift(report))
     _write_report(report, args.out)
@@ -178,13 +195,25 @@ def _add_data_options(parser: argparse.ArgumentParser, max_rows: int) -> None:
 
 
 def _compare(args: argparse.Namespace) -> int:
-    from hftransfer.compare import parse_strategies, run_comparison
+    from hftransfer.compare import DEFAULT_STRATEGIES, parse_strategies, run_comparison
+    from hftransfer.compare.plan import parse_variant
     from hftransfer.compare.report import table
 
-    strategies = parse_strategies(args.strategies)  # an unknown name fails before anything loads
+    variants = [parse_variant(text) for text in args.variant or []]
+    # An unknown name fails before anything loads. Variants alone run on the recipe's strategy; with --strategies,
+    # every variant runs every strategy.
+    strategies = parse_strategies(args.strategies) if args.strategies else None
+    if strategies is None and not variants:
+        strategies = list(DEFAULT_STRATEGIES)
     out = args.out or f"outputs/compare-{Path(args.recipe).stem if args.recipe else 'default'}"
     report = run_comparison(
-        args.recipe, strategies, args.overrides, out, in_process=args.in_process, latency=not args.no_latency
+        args.recipe,
+        strategies,
+        args.overrides,
+        out,
+        in_process=args.in_process,
+        latency=not args.no_latency,
+        variants=variants,
     )
     print(table(report["runs"]))
     print(f"Wrote {out}/report.md, report.json{''.join(', ' + p for p in report['plots'])}")
@@ -228,13 +257,37 @@ def _run_commands(commands, common: argparse.ArgumentParser) -> None:
     config.add_argument("--yaml", action="store_true", help="Print only the resolved YAML (what a run saves).")
     config.set_defaults(handler=_config)
 
+    cv = commands.add_parser(
+        "cv",
+        parents=[common],
+        help="K-fold cross-validated evaluation of a recipe on its train split (mean ± sd over folds).",
+        epilog="The pool is the recipe's train split (its validation split is not used); each fold is scored on its "
+        "held-out rows, a test split by every fold's model and by their averaged probabilities.",
+    )
+    _recipe_args(cv, "YAML recipe (any strategy).", "key.sub=value overrides, as for train")
+    cv.add_argument("--folds", type=int, default=5, help="Number of stratified folds, at least 2 (default 5).")
+    cv.add_argument("--out", help="Folder for cv.json (default: <train.output_dir>-cv).")
+    cv.add_argument("--keep-models", action="store_true", help="Keep each fold's output folder as OUT/fold-<i>.")
+    cv.set_defaults(handler=_cv)
+
     compare = commands.add_parser(
         "compare", parents=[common], help="Train several strategies on one recipe (same data and seed); write a report."
     )
     _recipe_args(
-        compare, "YAML recipe shared by every run.", "key=value for every run; STRATEGY:key=value for one run."
+        compare,
+        "YAML recipe shared by every run.",
+        "key=value for every run; STRATEGY:key=value or VARIANT:key=value for that strategy's or variant's runs.",
     )
-    compare.add_argument("--strategies", default="full,frozen,lora,distill", help="Comma-separated subset.")
+    compare.add_argument(
+        "--strategies", help="Comma-separated subset (default: every strategy, or with --variant the recipe's)."
+    )
+    compare.add_argument(
+        "--variant",
+        action="append",
+        metavar="NAME:key=value,...",
+        help="A named run: the recipe with these overrides (repeatable). With --strategies, one run per strategy. "
+        "{run:OTHER} in a value is variant OTHER's output folder, e.g. model.name_or_path={run:source-only}.",
+    )
     compare.add_argument("--out", help="Report folder (default outputs/compare-<recipe name>); runs land in OUT/runs.")
     compare.add_argument("--in-process", action="store_true", help="Train in this process (faster; no peak RSS).")
     compare.add_argument("--no-latency", action="store_true", help="Skip the inference latency measurement.")
@@ -317,7 +370,18 @@ def _analysis_commands(commands, common: argparse.ArgumentParser) -> None:
     shift = commands.add_parser("shift", parents=[common], help="Distance between two data sets in a model's features.")
     shift.add_argument("--source", required=True, help=f"Source data: {data_help}.")
     shift.add_argument("--target", required=True, help="Target data, same forms as --source.")
-    shift.add_argument("--model", required=True, help="Checkpoint whose features are compared.")
+    shift.add_argument(
+        "--model",
+        nargs="+",
+        required=True,
+        help="Checkpoint(s) whose features are compared: Hub ids, folders, pkg: paths, or hftransfer "
+        "output folders (LoRA runs merged on the fly), each then measured after its base model.",
+    )
+    shift.add_argument(
+        "--no-base",
+        action="store_true",
+        help="For output folders, skip measuring the base model they were trained from.",
+    )
     shift.add_argument("--source-split", default="train", help="Recipe split for --source (default: train).")
     shift.add_argument("--target-split", default="train", help="Recipe split for --target (default: train).")
     shift.add_argument("--target-text-columns", nargs="+", help="Target text column(s), when they differ.")

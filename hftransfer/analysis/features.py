@@ -14,8 +14,11 @@ Forward passes run batched, in eval mode, without gradients.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable, Sequence
+import tempfile
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -23,7 +26,7 @@ import torch
 from datasets import Dataset
 from torch import nn
 
-from hftransfer.artifacts.saved import is_adapter_folder
+from hftransfer.artifacts.saved import is_adapter_folder, is_run_folder, read_recipe
 from hftransfer.config.locations import resolve_location
 from hftransfer.config.recipe import DataConfig, ModelConfig, load_config
 from hftransfer.data.labels import LabelMap, require_columns, require_two_classes
@@ -82,13 +85,31 @@ def data_config(spec: DataSpec) -> tuple[DataConfig, str | None]:
 
 
 def checkpoint_task_of(name: str) -> str:
-    """Text or image: the candidate's modality. An adapter folder is refused (features need a whole model)."""
-    if is_adapter_folder(resolve_location(name)):
+    """Text or image: the candidate's modality. An hftransfer LoRA/IA3 run is read through its recipe (its features
+    come from the adapter merged into its base, `loadable_checkpoint`); a bare adapter folder is refused."""
+    location = resolve_location(name)
+    if is_adapter_folder(location):
+        if is_run_folder(location):
+            return read_recipe(location).task
         raise ModelError(
-            f"'{name}' holds a LoRA/IA3 adapter, not a whole model. Merge it first "
-            f"(`hftransfer export {name} --merge --out FOLDER`) and pass FOLDER."
+            f"'{name}' holds a LoRA/IA3 adapter without an hftransfer recipe, not a whole model. Merge it into its "
+            "base model first and pass that folder."
         )
     return checkpoint_task(name)
+
+
+@contextmanager
+def loadable_checkpoint(name: str) -> Iterator[str]:
+    """`name` itself, or for an hftransfer LoRA/IA3 run a temporary folder holding the adapter merged into its base
+    (what `hftransfer export RUN --merge` writes), deleted afterwards."""
+    location = resolve_location(name)
+    if not (is_adapter_folder(location) and is_run_folder(location)):
+        yield name
+        return
+    from hftransfer.artifacts.export import export_run
+
+    with tempfile.TemporaryDirectory(prefix="hftransfer-merged-") as scratch:
+        yield str(export_run(location, Path(scratch) / "merged", merge=True))
 
 
 def common_task(models: Sequence[str], declared: str | None = None) -> str:
@@ -157,9 +178,10 @@ def extract_features(
     from hftransfer.evaluation.inference import dataset_outputs
 
     modality = get_task(task)
-    processor = modality.load_processor(ModelConfig(name_or_path=name))
-    encoded = modality.encode_inputs(rows, data, "features", processor)
-    model, read = load_feature_model(name, task, layers)
+    with loadable_checkpoint(name) as location:
+        processor = modality.load_processor(ModelConfig(name_or_path=location))
+        encoded = modality.encode_inputs(rows, data, "features", processor)
+        model, read = load_feature_model(location, task, layers)
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
     model.to(device)
     collator = modality.collator(processor, data)

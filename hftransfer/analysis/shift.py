@@ -19,7 +19,9 @@ Contextual encoders separate most pairs of different sources almost perfectly, s
 
 from __future__ import annotations
 
+import itertools
 from dataclasses import asdict, dataclass
+from pathlib import Path
 
 import numpy as np
 
@@ -159,47 +161,123 @@ def interpret(pad: ProxyADistance, mmd: MMDTest | None = None) -> str:
     return verdict
 
 
+def models_to_measure(models: list[str], with_bases: bool = True) -> list[tuple[str, str]]:
+    """`(model, role)` pairs in order: each hftransfer output folder is preceded by its base checkpoint (the recipe's
+    `model.name_or_path`, what training started from) unless `with_bases` is off or the base is named already."""
+    from hftransfer.artifacts.saved import is_run_folder, read_recipe
+    from hftransfer.config.locations import resolve_location
+
+    out: list[tuple[str, str]] = []
+    for model in models:
+        if is_run_folder(resolve_location(model)):
+            base = read_recipe(resolve_location(model)).model.name_or_path
+            if with_bases and base not in models and base not in [m for m, _ in out]:
+                out.append((base, f"base of {model}: before training"))
+            out.append((model, f"trained output folder (from {base}): after training"))
+        elif model not in [m for m, _ in out]:
+            out.append((model, "checkpoint"))
+    return out
+
+
+def describe_data(spec, data) -> str:
+    """What a DataSpec reads, in words: the file, or the recipe's split and the source behind it."""
+    from hftransfer.config.locations import resolve_location
+
+    if not spec.is_recipe:
+        return f"{spec.location} (whole {'folder' if Path(resolve_location(spec.location)).is_dir() else 'file'})"
+    split = spec.split
+    behind = getattr(data, f"{split}_file", None) or getattr(data, f"{split}_dir", None)
+    if data.dataset:
+        behind = f"Hub {data.dataset} split '{getattr(data, f'{split}_split', split)}'"
+    elif behind:
+        behind = f"data.{split}_{'file' if getattr(data, f'{split}_file', None) else 'dir'}={resolve_location(behind)}"
+    elif split == "validation":
+        behind = f"data.validation_size={data.validation_size} held out of train"
+    return f"{spec.location}, split '{split}' ({behind or 'not set'})"
+
+
 def measure_shift(
-    source, target, model: str, *, folds: int = 5, permutations: int = 500, seed: int = 0, batch_size: int = 64
+    source,
+    target,
+    model: str | list[str],
+    *,
+    folds: int = 5,
+    permutations: int = 500,
+    seed: int = 0,
+    batch_size: int = 64,
+    with_bases: bool = True,
 ) -> dict:
-    """Features of `model` on two `features.DataSpec`s, their PAD and MMD: a JSON-ready report."""
+    """Features of each model on two `features.DataSpec`s, their PAD and MMD: a JSON-ready report.
+
+    `model` is one checkpoint or several; an hftransfer output folder also gets its base checkpoint measured first
+    (`models_to_measure`), so the report shows the distance before and after training. `models` holds one entry per
+    model measured; the top-level `model`, `proxy_a_distance`, `mmd` and `interpretation` are the first named one's.
+    """
     from hftransfer.analysis.features import common_task, data_config, extract_features, read_rows
 
+    named = [model] if isinstance(model, str) else list(model)
+    measured = models_to_measure(named, with_bases)
     configs = {name: data_config(spec) for name, spec in (("source", source), ("target", target))}
     declared = {task for _, task in configs.values() if task}
     if len(declared) > 1:
         raise UserError(f"The source and target recipes name different tasks: {sorted(declared)}.")
-    task = common_task([model], next(iter(declared), None))
-    features = {}
-    for name, spec in (("source", source), ("target", target)):
-        data = configs[name][0]
-        features[name] = extract_features(model, read_rows(spec, data, task), data, task, batch_size=batch_size)
-    pad = proxy_a_distance(features["source"], features["target"], folds=folds, seed=seed)
-    mmd = mmd_test(features["source"], features["target"], permutations=permutations, seed=seed)
+    task = common_task([m for m, _ in measured], next(iter(declared), None))
+    specs = {"source": source, "target": target}
+    rows = {name: read_rows(spec, configs[name][0], task) for name, spec in specs.items()}
+    entries = []
+    for name, role in measured:
+        features = {
+            side: extract_features(name, rows[side], configs[side][0], task, batch_size=batch_size) for side in specs
+        }
+        pad = proxy_a_distance(features["source"], features["target"], folds=folds, seed=seed)
+        mmd = mmd_test(features["source"], features["target"], permutations=permutations, seed=seed)
+        entries.append({"model": name, "role": role, "proxy_a_distance": asdict(pad), "mmd": asdict(mmd),
+                        "interpretation": interpret(pad, mmd)})  # fmt: skip
+    first = next(e for e in entries if e["model"] == named[0])
     return {
-        "model": model,
+        "model": first["model"],
         "task": task,
-        "source": {"data": source.location, "split": source.split if source.is_recipe else None},
-        "target": {"data": target.location, "split": target.split if target.is_recipe else None},
-        "rows": {"source": len(features["source"]), "target": len(features["target"])},
-        "proxy_a_distance": asdict(pad),
-        "mmd": asdict(mmd),
+        "source": _side(source, configs["source"][0]),
+        "target": _side(target, configs["target"][0]),
+        "rows": {name: len(split) for name, split in rows.items()},
+        "proxy_a_distance": first["proxy_a_distance"],
+        "mmd": first["mmd"],
         "thresholds": {"close_below": CLOSE, "far_from": FAR},
-        "interpretation": interpret(pad, mmd),
+        "interpretation": first["interpretation"],
+        "models": entries,
+    }
+
+
+def _side(spec, data) -> dict:
+    return {
+        "data": spec.location,
+        "split": spec.split if spec.is_recipe else None,
+        "reads": describe_data(spec, data),
     }
 
 
 def format_shift(report: dict) -> str:
-    pad, mmd = report["proxy_a_distance"], report["mmd"]
     rows = report["rows"]
-    return "\n".join(
-        [
-            f"{report['source']['data']} ({rows['source']} rows) vs {report['target']['data']} "
-            f"({rows['target']} rows), features of {report['model']}:",
+    lines = [
+        f"source: {report['source'].get('reads', report['source']['data'])}, {rows['source']} rows",
+        f"target: {report['target'].get('reads', report['target']['data'])}, {rows['target']} rows",
+    ]
+    for entry in report.get("models") or [report]:
+        pad, mmd = entry["proxy_a_distance"], entry["mmd"]
+        role = f" ({entry['role']})" if entry.get("role") else ""
+        lines += [
+            f"features of {entry['model']}{role}:",
             f"  proxy A-distance: {pad['pad']:.3f}  ({100 * pad['confidence']:.0f}% CI {pad['ci_low']:.3f} to "
             f"{pad['ci_high']:.3f}; domain classifier balanced error {pad['error']:.3f}, {pad['folds']}-fold)",
             f"  MMD^2 (RBF, sigma {mmd['bandwidth']:.3g}): {mmd['mmd2']:.4g}  "
             f"(permutation p = {mmd['p_value']:.3g}, {mmd['permutations']} permutations)",
-            f"  -> {report['interpretation']}",
+            f"  -> {entry['interpretation']}",
         ]
-    )
+    entries = report.get("models") or []
+    for before, after in itertools.pairwise(entries):
+        if before["role"].startswith(f"base of {after['model']}"):
+            lines.append(
+                f"training moved PAD {before['proxy_a_distance']['pad']:.3f} -> {after['proxy_a_distance']['pad']:.3f}"
+                f" ({after['model']} vs its base {before['model']})"
+            )
+    return "\n".join(lines)

@@ -19,15 +19,24 @@ COLUMNS = (
     "learning rate",
 )
 
+SHARED = {False: "Same data and seed for every run", True: "Shared by every run unless its variant overrides it"}
+
 
 @dataclass
 class RunRow:
-    """One strategy's line of the report."""
+    """One run's line of the report (a strategy's, a variant's, or a variant's run of one strategy)."""
 
     strategy: str
     output_dir: str
     reused: bool
     results: dict
+    name: str = ""
+    """The run's name: its strategy, its variant, or `<variant>/<strategy>`."""
+    variant: str | None = None
+    overrides: list[str] = field(default_factory=list)
+    """A variant run's own overrides (its variant's and its strategy's)."""
+    starts_from: str | None = None
+    """The checkpoint it trained from (`model.name_or_path`): another run's folder for a dependent variant."""
     peak_rss_bytes: int | None = None
     learning_rate: float | None = None
     train_load_average: list[float | None] | None = None
@@ -35,10 +44,17 @@ class RunRow:
     latency_ms: dict[str, float] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
 
+    def __post_init__(self) -> None:
+        self.name = self.name or self.strategy
+
     def as_json(self) -> dict:
         r = self.results
         return {
+            "name": self.name,
             "strategy": self.strategy,
+            "variant": self.variant,
+            "overrides": self.overrides,
+            "starts_from": self.starts_from,
             "output_dir": self.output_dir,
             "reused": self.reused,
             "model": r.get("model"),
@@ -77,13 +93,13 @@ def build_report(rows: list[RunRow], meta: dict) -> dict:
     return {**meta, "conditions": conditions, "runs": [row.as_json() for row in rows]}
 
 
-def markdown(report: dict, plots: list[str], plot_note: str | None) -> str:
+def markdown(report: dict, plots: list[str], plot_note: str | None, plot_gaps: list[str] | None = None) -> str:
     """report.md: the table, what each column means, and the plots (or how to get them)."""
-    c = report["conditions"]
+    c, variants = report["conditions"], bool(report.get("variants"))
     lines = [
-        f"# Strategy comparison: {report.get('recipe') or 'default recipe'}",
+        f"# {'Comparison' if variants else 'Strategy comparison'}: {report.get('recipe') or 'default recipe'}",
         "",
-        f"Same data and seed for every run: {c['dataset']} ({c['train_samples']} train / {c['eval_samples']} "
+        f"{SHARED[variants]}: {c['dataset']} ({c['train_samples']} train / {c['eval_samples']} "
         f"validation rows), seed {report['seed']}, epochs {_num(c['epochs'])}, {c['loop']} loop, {c['precision']}, "
         f"{c['hardware']}. Overrides: {' '.join(report['overrides']) or 'none'}.",
         "",
@@ -100,25 +116,34 @@ def markdown(report: dict, plots: list[str], plot_note: str | None) -> str:
         f"{report.get('latency_device') or 'n/a'}{_load(report.get('latency_load_average'))}, all runs timed "
         "interleaved in one process, models as saved (LoRA with its unmerged adapter).",
     ]
+    lines += [_variant_line(row) for row in report["runs"] if row.get("variant")]
     lines += [f"- {note}" for row in report["runs"] for note in row["notes"]]
-    reused = [row["strategy"] for row in report["runs"] if row["reused"]]
+    reused = [row.get("name", row["strategy"]) for row in report["runs"] if row["reused"]]
     if reused:
         lines.append(f"- reused from an earlier call (not retrained): {', '.join(reused)}.")
     lines.append("")
     lines += [f"![{Path(p).stem.replace('_', ' ')}]({p})" for p in plots]
     if plot_note:
         lines.append(plot_note)
+    lines += [f"- learning curves: {gap}" for gap in plot_gaps or []]
     return "\n".join(lines).rstrip() + "\n"
+
+
+def _variant_line(row: dict) -> str:
+    overrides = " ".join(row.get("overrides") or []) or "the recipe as it is"
+    return f"- {row['name']}: {overrides}; starts from {row.get('starts_from')}."
 
 
 def table(runs: list[dict]) -> str:
     gpu = any(run.get("peak_gpu_memory_bytes") for run in runs)
-    columns = [*COLUMNS[:7], *(["peak GPU memory"] if gpu else []), *COLUMNS[7:]]
+    variants = any(run.get("variant") for run in runs)
+    first = ["run", "strategy"] if variants else ["strategy"]
+    columns = [*first, *COLUMNS[1:7], *(["peak GPU memory"] if gpu else []), *COLUMNS[7:]]
     out = ["| " + " | ".join(columns) + " |", "|---|" + "---:|" * (len(columns) - 1)]
     for run in runs:
         latency = run["latency_ms"] or {}
         cells = [
-            run["strategy"],
+            *([run["name"], run["strategy"]] if variants else [run.get("name", run["strategy"])]),
             _fixed(run["accuracy"], 4),
             _fixed(run["f1"], 4),
             _params(run["trainable_params"], run["trainable_share"]),
@@ -136,7 +161,7 @@ def table(runs: list[dict]) -> str:
 
 
 def _train_loads(runs: list[dict]) -> str:
-    loads = [(run["strategy"], run.get("train_load_average")) for run in runs]
+    loads = [(run.get("name", run["strategy"]), run.get("train_load_average")) for run in runs]
     known = [f"{name} {load[0]:.1f}-{load[1]:.1f}" for name, load in loads if load and None not in load]
     return f"; 1-min load average before-after each run: {', '.join(known)}" if known else ""
 

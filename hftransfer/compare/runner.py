@@ -1,6 +1,6 @@
-"""`hftransfer compare`: train each planned strategy (or reuse its finished run), measure, and write the report.
+"""`hftransfer compare`: train each planned run (a strategy, a variant or both) or reuse it, measure, write the report.
 
-A run counts as finished only when `<report>/runs/<s>` exists with its results.json: training publishes that
+A run counts as finished only when `<report>/runs/<name>` exists with its results.json: training publishes that
 folder by renaming `<s>.incomplete` at the very end, so an interrupted comparison resumes with the runs it
 had not finished (those start over). A finished run is reused only if its saved recipe matches the plan.
 """
@@ -15,8 +15,8 @@ from pathlib import Path
 
 from hftransfer.artifacts.layout import RECIPE_FILE, RESULTS_FILE, write_json
 from hftransfer.compare.measure import measure_latency, train_in_subprocess
-from hftransfer.compare.plan import CompareError, RunPlan, config_differences, plan_runs
-from hftransfer.compare.plots import MISSING_NOTE, plots_available, write_plots
+from hftransfer.compare.plan import CompareError, RunPlan, Variant, config_differences, plan_runs
+from hftransfer.compare.plots import MISSING_NOTE, curve_gaps, plots_available, write_plots
 from hftransfer.compare.report import RunRow, build_report, markdown
 from hftransfer.config.recipe import load_config, save_config
 from hftransfer.strategies import strategy_class
@@ -34,15 +34,17 @@ def is_finished(folder: Path) -> bool:
 
 def run_comparison(
     recipe: str | Path | None,
-    strategies: list[str],
+    strategies: list[str] | None,
     overrides: list[str],
     report_dir: str | Path,
     in_process: bool = False,
     latency: bool = True,
+    variants: list[Variant] | tuple[Variant, ...] = (),
 ) -> dict:
-    """Run (or reuse) every strategy, then write report.md, report.json and the plots; returns report.json."""
+    """Run (or reuse) every planned run (strategies, variants or both: `plan.plan_runs`), then write report.md,
+    report.json and the plots; returns report.json."""
     report_dir = Path(report_dir)
-    plans = plan_runs(recipe, strategies, overrides, report_dir)
+    plans = plan_runs(recipe, strategies, overrides, report_dir, variants)
     _check_reusable(plans)
     work = report_dir / WORK_DIR
     work.mkdir(parents=True, exist_ok=True)
@@ -52,28 +54,29 @@ def run_comparison(
         stale = [d for d in plan.depends_on if d in trained]
         if is_finished(plan.output_dir):
             if not stale:
-                logger.info("compare: reusing the finished %s run in %s", plan.strategy, plan.output_dir)
+                logger.info("compare: reusing the finished %s run in %s", plan.name, plan.output_dir)
                 continue
-            logger.info("compare: retraining %s, since %s was retrained", plan.strategy, ", ".join(stale))
-        logger.info("compare: training %s -> %s", plan.strategy, plan.output_dir)
+            logger.info("compare: retraining %s, since %s was retrained", plan.name, ", ".join(stale))
+        logger.info("compare: training %s -> %s", plan.name, plan.output_dir)
         _train(plan, work, in_process)
-        trained.add(plan.strategy)
+        trained.add(plan.name)
 
-    rows = [_row(plan, work, reused=plan.strategy not in trained) for plan in plans]
+    rows = [_row(plan, work, reused=plan.name not in trained) for plan in plans]
     device, load = None, None
     if latency:
         load = _load_average()
-        timings = measure_latency({row.strategy: Path(row.output_dir) for row in rows})
+        timings = measure_latency({row.name: Path(row.output_dir) for row in rows})
         load = [load, _load_average()]
         for row in rows:
-            row.latency_ms = timings.get(row.strategy, {})
+            row.latency_ms = timings.get(row.name, {})
         import torch
 
         device = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "CPU"
     first = plans[0].config
     meta = {
         "recipe": str(recipe) if recipe else None,
-        "strategies": [plan.strategy for plan in plans],
+        "strategies": list(dict.fromkeys(plan.strategy for plan in plans)),
+        "variants": {v.name: list(v.overrides) for v in variants},
         "overrides": list(overrides),
         "seed": first.train.seed,
         "in_process": in_process,
@@ -83,12 +86,15 @@ def run_comparison(
     }
     report = build_report(rows, meta)
     plots, note = [], MISSING_NOTE
+    gaps = curve_gaps({plan.name: plan.config.train.logging_steps for plan in plans}, rows)
     if plots_available():
-        plots = write_plots(report_dir, report["runs"], {r.strategy: r.results.get("log_history") or [] for r in rows})
+        plots = write_plots(
+            report_dir, report["runs"], {r.name: r.results.get("log_history") or [] for r in rows}, gaps
+        )
         note = None
-    report["plots"] = plots
+    report["plots"], report["plot_notes"] = plots, gaps
     write_json(report_dir / REPORT_JSON, report)
-    (report_dir / REPORT_MD).write_text(markdown(report, plots, note))
+    (report_dir / REPORT_MD).write_text(markdown(report, plots, note, gaps))
     return report
 
 
@@ -111,7 +117,8 @@ def _check_reusable(plans: list[RunPlan]) -> None:
 
 
 def _train(plan: RunPlan, work: Path, in_process: bool) -> None:
-    recipe = work / f"{plan.strategy}.yaml"
+    recipe = work / f"{plan.name}.yaml"
+    recipe.parent.mkdir(parents=True, exist_ok=True)  # `<variant>/<strategy>` runs get a folder per variant
     save_config(plan.config, recipe)
     peak_rss, load = None, _load_average()
     if in_process:
@@ -123,22 +130,26 @@ def _train(plan: RunPlan, work: Path, in_process: bool) -> None:
             torch.cuda.reset_peak_memory_stats()
         training.train(plan.config)
     else:
-        code, peak_rss = train_in_subprocess(recipe, work / f"{plan.strategy}.log")
+        code, peak_rss = train_in_subprocess(recipe, work / f"{plan.name}.log")
         if code != 0:
             raise CompareError(
-                f"The {plan.strategy} run failed (exit code {code}; its output is above and in "
-                f"{work / plan.strategy}.log). Finished runs are kept: fix the cause and run compare again."
+                f"The {plan.name} run failed (exit code {code}; its output is above and in "
+                f"{work / plan.name}.log). Finished runs are kept: fix the cause and run compare again."
             )
     measured = {"peak_rss_bytes": peak_rss, "in_process": in_process, "load_average": [load, _load_average()]}
-    write_json(work / f"{plan.strategy}.measured.json", measured)
+    write_json(work / f"{plan.name}.measured.json", measured)
 
 
 def _row(plan: RunPlan, work: Path, reused: bool) -> RunRow:
     results = json.loads((plan.output_dir / RESULTS_FILE).read_text())
-    measured_file = work / f"{plan.strategy}.measured.json"
+    measured_file = work / f"{plan.name}.measured.json"
     measured = json.loads(measured_file.read_text()) if measured_file.is_file() else {}
     return RunRow(
         strategy=plan.strategy,
+        name=plan.name,
+        variant=plan.variant,
+        overrides=plan.overrides if plan.variant else [],
+        starts_from=plan.config.model.name_or_path,
         output_dir=str(plan.output_dir),
         reused=reused,
         results=results,
