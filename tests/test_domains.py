@@ -5,10 +5,14 @@ exact resume, a saved folder that is a plain target model, and one-line errors f
 from __future__ import annotations
 
 import json
+import os
 import random
+import subprocess
+import sys
 from pathlib import Path
 
 import datasets
+import numpy as np
 import pytest
 import torch
 from safetensors.torch import load_file
@@ -18,7 +22,7 @@ from transformers.utils import logging as transformers_logging
 from hftransfer.artifacts.saved import load_run
 from hftransfer.cli import main
 from hftransfer.config.locations import resolve_location
-from hftransfer.config.recipe import DomainConfig
+from hftransfer.config.recipe import DomainConfig, load_config
 from hftransfer.domains import DomainObjective, GradientReversal, dann_weight, l2sp_penalty, reverse_gradient
 from hftransfer.strategies.full.strategy import FullFineTuning
 from hftransfer.training.pipeline import Given, train
@@ -105,10 +109,10 @@ def test_target_weight_zero_is_a_source_only_run_step_for_step(no_dropout_bert, 
     assert joint["train_losses"] == source_only["train_losses"]
     _assert_identical(_weights(tmp_path / "joint"), _weights(tmp_path / "source"))
     assert "target weight λ=0" in joint["data"]["domain"]
-    # λ > 0 does train on the target rows (same steps, other weights).
-    joint_recipe = recipe_maker(no_dropout_bert, files["train"], files["dev"], tmp_path / "joint2")
-    mixed = train(joint_recipe(*common, f"domain.source_file={files['source']}", "domain.target_weight=1"))
-    assert mixed["global_steps"] == 8 and mixed["train_losses"] != source_only["train_losses"]
+    if loop == "accelerate":  # λ > 0 does train on the target rows (same steps, other losses)
+        joint_recipe = recipe_maker(no_dropout_bert, files["train"], files["dev"], tmp_path / "joint2")
+        mixed = train(joint_recipe(*common, f"domain.source_file={files['source']}", "domain.target_weight=1"))
+        assert mixed["global_steps"] == 8 and mixed["train_losses"] != source_only["train_losses"]
 
 
 def test_l2sp_off_is_plain_finetuning_and_on_pulls_toward_the_start(no_dropout_bert, files, tmp_path):
@@ -131,19 +135,21 @@ def test_l2sp_off_is_plain_finetuning_and_on_pulls_toward_the_start(no_dropout_b
     assert 0 < distance(l2sp_w) < 0.7 * distance(plain_w)
 
 
-def _resume_pair(recipe, tmp_path: Path, loop: str, extra: tuple[str, ...], name: str) -> None:
-    common = (f"train.loop={loop}", "train.max_steps=8", "train.save_steps=3", "train.save_total_limit=10", *extra)
+def _resume_pair(recipe, tmp_path: Path, loop: str, extra: tuple[str, ...], name: str = "run") -> dict:
+    common = (f"train.loop={loop}", "train.max_steps=6", "train.save_steps=3", "train.save_total_limit=10", *extra)
     full = train(recipe(*common, f"train.output_dir={tmp_path / f'{name}-full'}"))
     start = tmp_path / f"{name}-full" / "checkpoints" / "checkpoint-3"
     resumed = train(recipe(*common, f"train.output_dir={tmp_path / f'{name}-again'}", f"train.resume_from={start}"))
     _assert_identical(_weights(tmp_path / f"{name}-again"), _weights(tmp_path / f"{name}-full"))
     assert resumed["eval"] == full["eval"]
     assert resumed["train_losses"] == full["train_losses"][-len(resumed["train_losses"]) :]
+    return full
 
 
 @pytest.mark.parametrize("loop", ["accelerate", "trainer"])
 def test_resumed_joint_dann_run_ends_bit_identical(tiny_bert_dir, files, tmp_path, loop):
-    """Dropout on, a source with its own head, DANN and L2-SP: the extra modules and the drawn streams resume."""
+    """Dropout on; a source with its own head, the target's rows drawn beside it, DANN against the unlabelled pool,
+    L2-SP and reweighted source rows: the extra modules, the drawn streams and the DANN schedule all resume."""
     recipe = recipe_maker(tiny_bert_dir, files["train"], files["dev"], tmp_path / "x")
     extra = (
         f"domain.source_file={write_source(tmp_path / 'src.tsv', labels=('neg', 'pos'))}",
@@ -152,18 +158,15 @@ def test_resumed_joint_dann_run_ends_bit_identical(tiny_bert_dir, files, tmp_pat
         "domain.adversarial_weight=1.0",
         "domain.l2sp_alpha=0.1",
         "domain.l2sp_beta=0.01",
+        "domain.reweight=true",
     )
-    _resume_pair(recipe, tmp_path, loop, extra, "joint")
-
-
-def test_resumed_dann_run_without_a_source_ends_bit_identical(tiny_bert_dir, files, tmp_path):
-    recipe = recipe_maker(tiny_bert_dir, files["train"], files["dev"], tmp_path / "x")
-    extra = (f"domain.unlabelled_target_file={files['pool']}", "domain.adversarial_weight=0.5")
-    _resume_pair(recipe, tmp_path, "accelerate", extra, "dann")
+    full = _resume_pair(recipe, tmp_path, loop, extra)
+    facts = full["data"]["reweight"]
+    assert 0 <= facts["min"] < 1 < facts["max"] and 0 < facts["effective_rows"] <= 64
 
 
 def test_saved_folder_is_a_plain_target_model(tiny_bert_dir, files, tmp_path, capsys):
-    """Own heads + DANN + reweighting through `finetune`: the folder holds the target model only, and evaluate and
+    """Own heads + DANN through `finetune`: the folder holds the target model only, and evaluate and
     predict read it as any run's."""
     import hftransfer
 
@@ -191,13 +194,6 @@ def test_saved_folder_is_a_plain_target_model(tiny_bert_dir, files, tmp_path, ca
     assert main(["evaluate", str(out)]) == 0
     assert main(["predict", str(out), "the film was great"]) == 0
     assert "label" in capsys.readouterr().out
-
-    reweighted = hftransfer.finetune(
-        str(tiny_bert_dir), str(files["train"]), str(files["dev"]), epochs=1, batch_size=8, precision="fp32",
-        unlabelled_target_file=str(files["pool"]), reweight=True, reweight_clip=5.0,
-    )  # fmt: skip
-    facts = reweighted.results["data"]["reweight"]
-    assert facts["min"] >= 0 and 0 < facts["effective_rows"] <= 96
 
 
 # --- bad input --------------------------------------------------------------------------------------------------
@@ -279,3 +275,48 @@ def test_dann_on_a_tiny_resnet_saves_a_plain_image_model(tmp_path, capsys):
     capsys.readouterr()
     assert main(["predict", str(out), str(next((val_dir / "red").iterdir()))]) == 0
     assert "label" in capsys.readouterr().out
+
+
+# --- several processes ------------------------------------------------------------------------------------------
+
+
+def test_two_processes_take_the_steps_of_one_accumulating(no_dropout_bert, files, tmp_path):
+    """DDP on 2 CPU processes (gloo) vs. one process accumulating 2 micro-batches: the source's batches, the drawn
+    target and unlabelled batches (keyed by micro-step × processes + rank), the own heads and DANN's classifier
+    inside DDP's forward all agree, to float noise."""
+    from tests.test_accelerate_loop import REPO, _free_port
+
+    args = [
+        f"model.name_or_path={no_dropout_bert}",
+        f"data.train_file={files['train']}",
+        f"data.validation_file={files['dev']}",
+        "train.loop=accelerate",
+        "train.epochs=1",
+        "train.batch_size=8",
+        "train.learning_rate=1e-3",
+        "train.logging_steps=1",
+        "train.precision=fp32",
+        f"domain.source_file={write_source(tmp_path / 'src.tsv', labels=('neg', 'pos'))}",
+        "domain.separate_heads=true",
+        f"domain.unlabelled_target_file={files['pool']}",
+        "domain.adversarial_weight=1.0",
+        "domain.l2sp_alpha=0.1",
+    ]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"}
+    launch = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2"]
+    launch += ["--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no"]
+    launch += ["--main_process_port", str(_free_port()), "-m", "hftransfer", "train", *args]
+    launch += [f"train.output_dir={tmp_path / 'two'}"]
+    done = subprocess.run(launch, env=env, cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    by_two = json.loads((tmp_path / "two" / "results.json").read_text())
+
+    one = load_config(None, [*args, "train.gradient_accumulation_steps=2", f"train.output_dir={tmp_path / 'one'}"])
+    by_one = train(one)
+    assert by_two["global_steps"] == by_one["global_steps"] == 4
+    np.testing.assert_allclose(by_two["train_losses"], by_one["train_losses"], rtol=1e-4, atol=0)
+    for key in ("accuracy", "f1", "roc_auc"):
+        assert by_two["eval"][key] == pytest.approx(by_one["eval"][key], abs=1e-9)
+    two_w, one_w = _weights(tmp_path / "two"), _weights(tmp_path / "one")
+    for name in one_w:
+        torch.testing.assert_close(two_w[name], one_w[name], rtol=1e-4, atol=1e-5)
