@@ -196,6 +196,29 @@ def test_saved_folder_is_a_plain_target_model(tiny_bert_dir, files, tmp_path, ca
     assert "label" in capsys.readouterr().out
 
 
+def test_source_with_unlabelled_target_only_trains_and_evaluates_on_the_target(tiny_bert_dir, files, tmp_path):
+    """Unsupervised adaptation: no data.train_file; the source trains the shared head, DANN aligns it with the
+    pool, data.validation_file scores it, and `hftransfer evaluate` reads the folder without a train split."""
+    out = tmp_path / "uda"
+    args = [
+        "train",
+        f"model.name_or_path={tiny_bert_dir}",
+        f"data.validation_file={files['dev']}",
+        f"train.output_dir={out}",
+        "train.max_steps=3",
+        "train.precision=fp32",
+        f"domain.source_file={files['source']}",
+        f"domain.unlabelled_target_file={files['pool']}",
+        "domain.adversarial_weight=0.5",
+    ]
+    assert main(args) == 0
+    results = json.loads((out / "results.json").read_text())
+    assert results["eval"]["num_samples"] == 32 and results["num_train_samples"] == 64
+    assert "README.md" in {p.name for p in out.iterdir()}
+    assert "Trained across domains: jointly with source source.tsv" in (out / "README.md").read_text()
+    assert main(["evaluate", str(out)]) == 0
+
+
 # --- bad input --------------------------------------------------------------------------------------------------
 
 
