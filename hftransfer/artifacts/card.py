@@ -221,11 +221,7 @@ def _intro(run: _Run, name: str, merged: bool, base_model: str | None) -> list[s
 
 def _across_domains(recipe: RunConfig) -> list[str]:
     """How the run used other domains' data (`domain.*`), when it did."""
-    if not recipe.domain.active:
-        return []
-    from hftransfer.domains.summary import describe_domain
-
-    return ["", f"Trained across domains: {describe_domain(recipe.domain)}."]
+    return ["", f"Trained across domains: {recipe.domain.describe()}."] if recipe.domain.active else []
 
 
 def _how_to_use(run: _Run, model_ref: str, merged: bool, base_model: str | None) -> list[str]:

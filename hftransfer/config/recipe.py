@@ -214,6 +214,8 @@ class DomainConfig:
     """The source's text column when it differs from data.text_columns (one text column)."""
     source_label_column: str | None = None
     """The source's label column when it differs from data.label_column."""
+    max_source_samples: int | None = None
+    """Random sample of this many source rows (seeded), like data.max_train_samples for the target."""
     source_weight: float = 1.0
     """Weight of the source loss L_s."""
     target_weight: float = 1.0
@@ -240,6 +242,8 @@ class DomainConfig:
         for name in ("source_weight", "target_weight", "l2sp_alpha", "l2sp_beta", "adversarial_weight"):
             if getattr(self, name) < 0:
                 raise ConfigError(f"domain.{name} must be >= 0, got {getattr(self, name)}.")
+        if self.max_source_samples is not None and self.max_source_samples < 1:
+            raise ConfigError(f"domain.max_source_samples must be at least 1, got {self.max_source_samples}.")
         if self.reweight_clip <= 0:
             raise ConfigError(f"domain.reweight_clip must be positive, got {self.reweight_clip}.")
         if self.adversarial_weight > 0 and not self.unlabelled_target_file:
@@ -256,6 +260,25 @@ class DomainConfig:
     def active(self) -> bool:
         """Whether any domain option changes the run (else the pipeline trains as before)."""
         return bool(self.source_file or self.l2sp_alpha or self.l2sp_beta or self.adversarial_weight or self.reweight)
+
+    def describe(self) -> str:
+        """How the run crossed domains, for results.json, the report and the card, e.g. `jointly with source
+        sst2.tsv (weight 1), target weight λ=0.5, shared head; L2-SP α=0.01, β=0`."""
+        parts = []
+        if self.source_file:
+            heads = "own head per domain" if self.separate_heads else "shared head"
+            parts.append(
+                f"jointly with source {Path(self.source_file).name} (weight {self.source_weight:g}), "
+                f"target weight λ={self.target_weight:g}, {heads}"
+            )
+        if self.l2sp_alpha or self.l2sp_beta:
+            parts.append(f"L2-SP α={self.l2sp_alpha:g}, β={self.l2sp_beta:g}")
+        if self.adversarial_weight:
+            pool = Path(self.unlabelled_target_file or "").name
+            parts.append(f"DANN against unlabelled {pool} (max weight {self.adversarial_weight:g})")
+        if self.reweight:
+            parts.append(f"training rows reweighted toward the target (odds clipped at {self.reweight_clip:g})")
+        return "; ".join(parts)
 
 
 @dataclass

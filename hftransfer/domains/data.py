@@ -93,6 +93,8 @@ def _with_source(
     source_config = source_data_config(config)
     with named("domain.source_file"):
         source_raw = task.read_path(resolve_location(domain.source_file), source_config)
+        if domain.max_source_samples is not None and len(source_raw) > domain.max_source_samples:
+            source_raw = source_raw.shuffle(seed=0).select(range(domain.max_source_samples))
         source_labels = _source_labels(source_raw, source_config, target.labels, domain.separate_heads)
         source = task.encode_split(source_raw, source_labels, source_config, "source", processor)
     if AUGMENT_COLUMN in target.train.column_names:

@@ -21,7 +21,6 @@ from hftransfer.data.prepared import PreparedData
 from hftransfer.data.sources import complete_splits
 from hftransfer.domains.data import prepare_domain_data
 from hftransfer.domains.objective import check_combination, wrap_for_domains
-from hftransfer.domains.summary import describe_domain
 from hftransfer.evaluation.inference import dataset_logits
 from hftransfer.evaluation.metrics import classification_metrics
 from hftransfer.models.loading import adopt_classifier, count_parameters
@@ -85,7 +84,7 @@ def prepare(config: RunConfig, given: Given | None = None) -> Prepared:
     if extra is not None:  # transfer across domains: the objective wraps whatever strategy trains
         collator = task.collator(processor, config.data)
         strategy = wrap_for_domains(strategy, config.domain, extra, collator, config.train)
-        data.notes["domain"] = describe_domain(config.domain)
+        data.notes["domain"] = config.domain.describe()
     strategy.bind(resolve_runtime(config.train))
     model = strategy.prepare(model)
     data = strategy.prepare_data(model, data, processor, config)
