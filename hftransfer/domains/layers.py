@@ -9,6 +9,8 @@ from collections.abc import Iterable
 import torch
 from torch import nn
 
+from hftransfer.errors import UserError
+
 
 class _ReverseGradient(torch.autograd.Function):
     @staticmethod
@@ -79,11 +81,15 @@ class DomainClassifier(nn.Module):
 
 def classifier_head(model: nn.Module) -> nn.Module:
     """The module that maps pooled features to logits (`classifier` in BERT/RoBERTa/DistilBERT/ResNet/ViT/
-    ConvNeXt, also under a peft wrapper); a `ValueError` if the model has none."""
+    ConvNeXt, also under a peft wrapper; a timm model's `get_classifier()`); a `UserError` if there is none."""
     base = model.get_base_model() if hasattr(model, "get_base_model") else model  # peft
-    head = getattr(base, "classifier", None)
+    timm_model = getattr(base, "timm_model", None)
+    head = timm_model.get_classifier() if timm_model is not None else getattr(base, "classifier", None)
     if not isinstance(head, nn.Module):
-        raise ValueError(f"{type(base).__name__} has no `classifier` head whose input could be read.")
+        raise UserError(
+            f"The domain.* options read the pooled features a classification head takes, but {type(base).__name__} "
+            "has no `classifier` head; use a transformers *ForSequenceClassification/*ForImageClassification model."
+        )
     return head
 
 
