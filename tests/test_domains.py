@@ -219,6 +219,27 @@ def test_source_with_unlabelled_target_only_trains_and_evaluates_on_the_target(t
     assert main(["evaluate", str(out)]) == 0
 
 
+@pytest.mark.parametrize("strategy", ["lora", "frozen", "distill"])
+def test_the_objective_wraps_every_strategy(tiny_bert_dir, files, tmp_path, strategy):
+    """LoRA with own heads + DANN (saves an adapter), frozen with a source + DANN, distillation with DANN + L2-SP
+    (a source is refused there: its teacher outputs are cached for the training rows)."""
+    domain = {
+        "lora": [f"domain.source_file={write_source(tmp_path / 'src.tsv', labels=('neg', 'pos'))}",
+                 "domain.separate_heads=true", "domain.l2sp_beta=0.01"],
+        "frozen": [f"domain.source_file={files['source']}", "domain.l2sp_alpha=0.1"],
+        "distill": [f"strategy.distill.teacher={tiny_bert_dir}", "strategy.distill.check_teacher=false",
+                    "domain.l2sp_alpha=0.1"],
+    }[strategy]  # fmt: skip
+    out = tmp_path / "out"
+    recipe = recipe_maker(tiny_bert_dir, files["train"], files["dev"], out)
+    dann = (f"domain.unlabelled_target_file={files['pool']}", "domain.adversarial_weight=1")
+    results = train(recipe(f"strategy.name={strategy}", "train.loop=accelerate", "train.max_steps=2", *domain, *dann))
+    assert results["strategy"] == strategy and "DANN" in results["data"]["domain"]
+    saved = {p.name for p in out.iterdir()}
+    assert ("adapter_model.safetensors" in saved) == (strategy == "lora")
+    assert main(["evaluate", str(out)]) == 0
+
+
 # --- bad input --------------------------------------------------------------------------------------------------
 
 
