@@ -219,7 +219,7 @@ def test_source_with_unlabelled_target_only_trains_and_evaluates_on_the_target(t
     assert main(["evaluate", str(out)]) == 0
 
 
-@pytest.mark.parametrize("strategy", ["lora", "frozen", "distill"])
+@pytest.mark.parametrize("strategy", ["lora", "frozen", pytest.param("distill", marks=pytest.mark.slow)])
 def test_the_objective_wraps_every_strategy(tiny_bert_dir, files, tmp_path, strategy):
     """LoRA with own heads + DANN (saves an adapter), frozen with a source + DANN, distillation with DANN + L2-SP
     (a source is refused there: its teacher outputs are cached for the training rows)."""
@@ -324,6 +324,7 @@ def test_dann_on_a_tiny_resnet_saves_a_plain_image_model(tmp_path, capsys):
 # --- several processes ------------------------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_two_processes_take_the_steps_of_one_accumulating(no_dropout_bert, files, tmp_path):
     """DDP on 2 CPU processes (gloo) vs. one process accumulating 2 micro-batches: the source's batches, the drawn
     target and unlabelled batches (keyed by micro-step × processes + rank), the own heads and DANN's classifier
