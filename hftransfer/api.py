@@ -32,7 +32,7 @@ from hftransfer.evaluation.scoring import predict_records
 from hftransfer.strategies.base import Strategy
 from hftransfer.training.pipeline import Given, run_pipeline
 
-SECTIONS = ("model", "data", "train", "hub")
+SECTIONS = ("model", "data", "train", "hub", "domain")
 Data = Dataset | DatasetDict | Mapping | Iterable | str | Path | Any
 """A split as research code holds it: Dataset, DatasetDict, pandas DataFrame, list of dicts, or a file/folder."""
 

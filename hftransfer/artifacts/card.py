@@ -215,7 +215,13 @@ def _intro(run: _Run, name: str, merged: bool, base_model: str | None) -> list[s
         f"It predicts one of {len(run.labels)} classes: " + ", ".join(f"`{label}`" for label in run.labels) + ". "
         f"On the evaluation set ({examples} examples) it reaches accuracy **{_fmt(evaluation['accuracy'])}**"
         + (f" and ROC-AUC **{_fmt(evaluation['roc_auc'])}**." if evaluation.get("roc_auc") is not None else "."),
+        *_across_domains(run.recipe),
     ]
+
+
+def _across_domains(recipe: RunConfig) -> list[str]:
+    """How the run used other domains' data (`domain.*`), when it did."""
+    return ["", f"Trained across domains: {recipe.domain.describe()}."] if recipe.domain.active else []
 
 
 def _how_to_use(run: _Run, model_ref: str, merged: bool, base_model: str | None) -> list[str]:

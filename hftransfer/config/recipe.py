@@ -203,6 +203,85 @@ class HubConfig:
 
 
 @dataclass
+class DomainConfig:
+    """Transfer across domains in one run: a labelled source trained jointly with the target (`data.*` is always
+    the target), L2-SP toward the pretrained weights, DANN against unlabelled target rows, instance reweighting."""
+
+    source_file: str | None = None
+    """Labelled source rows (csv/tsv/json/jsonl/parquet, like data.train_file): the loop's main stream, the target's
+    labelled train rows (if any) a second stream drawn every step."""
+    source_text_column: str | None = None
+    """The source's text column when it differs from data.text_columns (one text column)."""
+    source_label_column: str | None = None
+    """The source's label column when it differs from data.label_column."""
+    max_source_samples: int | None = None
+    """Random sample of this many source rows (seeded), like data.max_train_samples for the target."""
+    source_weight: float = 1.0
+    """Weight of the source loss L_s."""
+    target_weight: float = 1.0
+    """lambda: weight of the labelled target loss L_t in L_s + lambda * L_t (0: a source-only run, step for step)."""
+    separate_heads: bool = False
+    """Own head per domain (needed when the label sets differ): the saved model keeps the target's head only."""
+    l2sp_alpha: float = 0.0
+    """L2-SP (Li et al. 2018): alpha/2 * ||theta - theta0||^2 on the pretrained weights (0: off)."""
+    l2sp_beta: float = 0.0
+    """L2-SP: beta/2 * ||theta||^2 on the new weights (classification heads, adapters) (0: off)."""
+    unlabelled_target_file: str | None = None
+    """Unlabelled target rows (a data file with the text column, a .txt file of texts, or an image folder) for
+    DANN and reweighting; labels, if present, are ignored."""
+    adversarial_weight: float = 0.0
+    """DANN (Ganin et al. 2016): maximum weight of the gradient-reversed domain classifier, ramped by
+    2/(1+exp(-10p))-1 over training progress p (0: off)."""
+    reweight: bool = False
+    """Weight the labelled training rows by a domain classifier's odds that they are target rows (needs
+    domain.unlabelled_target_file), normalised to mean 1."""
+    reweight_clip: float = 10.0
+    """Upper clip of the reweighting odds (before normalising)."""
+
+    def __post_init__(self) -> None:
+        for name in ("source_weight", "target_weight", "l2sp_alpha", "l2sp_beta", "adversarial_weight"):
+            if getattr(self, name) < 0:
+                raise ConfigError(f"domain.{name} must be >= 0, got {getattr(self, name)}.")
+        if self.max_source_samples is not None and self.max_source_samples < 1:
+            raise ConfigError(f"domain.max_source_samples must be at least 1, got {self.max_source_samples}.")
+        if self.reweight_clip <= 0:
+            raise ConfigError(f"domain.reweight_clip must be positive, got {self.reweight_clip}.")
+        if self.adversarial_weight > 0 and not self.unlabelled_target_file:
+            raise ConfigError("domain.adversarial_weight > 0 needs domain.unlabelled_target_file (unlabelled rows).")
+        if self.reweight and not self.unlabelled_target_file:
+            raise ConfigError("domain.reweight needs domain.unlabelled_target_file (target rows to weight toward).")
+        if not self.source_file:
+            given = [n for n in ("source_text_column", "source_label_column") if getattr(self, n)]
+            given += ["separate_heads"] if self.separate_heads else []
+            if given:
+                raise ConfigError(f"domain.{given[0]} is set but domain.source_file is empty.")
+
+    @property
+    def active(self) -> bool:
+        """Whether any domain option changes the run (else the pipeline trains as before)."""
+        return bool(self.source_file or self.l2sp_alpha or self.l2sp_beta or self.adversarial_weight or self.reweight)
+
+    def describe(self) -> str:
+        """How the run crossed domains, for results.json, the report and the card, e.g. `jointly with source
+        sst2.tsv (weight 1), target weight λ=0.5, shared head; L2-SP α=0.01, β=0`."""
+        parts = []
+        if self.source_file:
+            heads = "own head per domain" if self.separate_heads else "shared head"
+            parts.append(
+                f"jointly with source {Path(self.source_file).name} (weight {self.source_weight:g}), "
+                f"target weight λ={self.target_weight:g}, {heads}"
+            )
+        if self.l2sp_alpha or self.l2sp_beta:
+            parts.append(f"L2-SP α={self.l2sp_alpha:g}, β={self.l2sp_beta:g}")
+        if self.adversarial_weight:
+            pool = Path(self.unlabelled_target_file or "").name
+            parts.append(f"DANN against unlabelled {pool} (max weight {self.adversarial_weight:g})")
+        if self.reweight:
+            parts.append(f"training rows reweighted toward the target (odds clipped at {self.reweight_clip:g})")
+        return "; ".join(parts)
+
+
+@dataclass
 class RunConfig:
     task: Literal["auto", "text-classification", "image-classification"] = "auto"
     """`auto`: image-classification for vision checkpoints (ResNet, ViT, ConvNeXt, ...), else text-classification."""
@@ -211,6 +290,7 @@ class RunConfig:
     strategy: StrategyConfig = field(default_factory=StrategyConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     hub: HubConfig = field(default_factory=HubConfig)
+    domain: DomainConfig = field(default_factory=DomainConfig)
 
 
 def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> RunConfig:

@@ -25,7 +25,9 @@ def encode_run_split(run: SavedRun, split: str = "validation", file: str | None 
         raw = task.load_file(file, data_config)
         name = file
     else:
-        splits = task.load_splits(data_config, need_train=split == "train" or split == "validation")
+        # A recipe's own validation file needs no train split (a run that trained on a source only has none).
+        held_out = split == "validation" and not (data_config.validation_file or data_config.validation_dir)
+        splits = task.load_splits(data_config, need_train=split == "train" or held_out)
         if split not in splits:
             raise DataError(f"No '{split}' split in the recipe's data; it has {sorted(splits)}.")
         raw, name = splits[split], split

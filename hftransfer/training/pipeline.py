@@ -19,6 +19,8 @@ from hftransfer.artifacts.saved import write_labels
 from hftransfer.config.recipe import RunConfig, save_config
 from hftransfer.data.prepared import PreparedData
 from hftransfer.data.sources import complete_splits
+from hftransfer.domains.data import prepare_domain_data
+from hftransfer.domains.objective import check_combination, wrap_for_domains
 from hftransfer.evaluation.inference import dataset_logits
 from hftransfer.evaluation.metrics import classification_metrics
 from hftransfer.models.loading import adopt_classifier, count_parameters
@@ -73,17 +75,34 @@ def prepare(config: RunConfig, given: Given | None = None) -> Prepared:
     task = get_task(config.task)
     processor = given.processor if given.processor is not None else task.load_processor(config.model)
     config = fit_max_length(config, processor, given.model.config if given.model is not None else None)
-    splits = complete_splits(given.splits, config.data) if given.splits is not None else None
-    data = task.prepare_data(config.data, processor, splits)
+    data, extra = _prepare_data(config, task, processor, given)
     if given.model is not None:
         model = adopt_classifier(given.model, config.model, data.labels)
     else:
         model = task.load_model(config.model, data.labels)
     strategy = given.strategy or build_strategy(config.strategy)
+    if extra is not None:  # transfer across domains: the objective wraps whatever strategy trains
+        collator = task.collator(processor, config.data)
+        strategy = wrap_for_domains(strategy, config.domain, extra, collator, config.train)
+        data.notes["domain"] = config.domain.describe()
     strategy.bind(resolve_runtime(config.train))
     model = strategy.prepare(model)
     data = strategy.prepare_data(model, data, processor, config)
     return Prepared(config, task, processor, data, model, strategy)
+
+
+def _prepare_data(config: RunConfig, task: Task, processor: Any, given: Given) -> tuple[PreparedData, Any]:
+    """The run's data, and with any `domain.*` option the objective's extra streams (else None). With a source,
+    its rows are the train split; the target's labelled rows may then be absent (`data.validation_*` evaluates)."""
+    if not config.domain.active:
+        splits = complete_splits(given.splits, config.data) if given.splits is not None else None
+        return task.prepare_data(config.data, processor, splits), None
+    ready = getattr(given.strategy, "inner", given.strategy)  # a DomainObjective research code built
+    chosen = type(ready) if ready is not None else strategy_class(config.strategy.name)
+    check_combination(chosen, config.domain)  # before any data or model loads
+    need_train = not config.domain.source_file
+    splits = complete_splits(given.splits, config.data, need_train=need_train) if given.splits is not None else None
+    return prepare_domain_data(config, task, processor, splits)
 
 
 def train(config: RunConfig, given: Given | None = None) -> dict:
@@ -201,6 +220,8 @@ def format_report(results: dict) -> str:
     ]
     if results.get("test"):
         lines.append(f"test: {_scores(results['test'])}")
+    if (results.get("data") or {}).get("domain"):
+        lines.append(f"domains: {results['data']['domain']}")
     lines.extend(strategy_class(results["strategy"]).report_lines(results))
     return "\n".join(lines)
 
