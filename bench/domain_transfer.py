@@ -117,28 +117,28 @@ def seed_files(seed: int, source_rows: int, work: Path) -> dict[str, str]:
     }
 
 
-def run_method(name: str, seed: int, files: dict[str, str], work: Path, outputs: dict[str, str]) -> float:
+def run_method(name: str, seed: int, files: dict[str, str], work: Path, outputs: dict[str, str], extra: list) -> float:
     overrides, starts_from = METHODS[name]
     values = {**files, "from": outputs.get(starts_from, "")}
     out = work / name.replace(" ", "-").replace("=", "").replace("(", "").replace(")", "")
     config = load_config(
         RECIPE,
         [*COMMON, *(o.format(**values) for o in overrides), f"data.validation_file={files['eval']}",
-         f"train.seed={seed}", f"train.output_dir={out}", "train.overwrite_output_dir=true"],
+         f"train.seed={seed}", f"train.output_dir={out}", "train.overwrite_output_dir=true", *extra],
     )  # fmt: skip
     results = train(config)
     outputs[name] = str(out)
     return results["eval"]["accuracy"]
 
 
-def cross_validate(seed: int, files: dict[str, str], work: Path) -> tuple[float, float]:
+def cross_validate(seed: int, files: dict[str, str], work: Path, extra: list) -> tuple[float, float]:
     """`hftransfer cv` (5 folds) on the 100 labelled target rows: (mean fold accuracy, accuracy of the 5 fold
     models' averaged probabilities on the 600 scored target rows)."""
     out = work / "cv"
     command = [
         sys.executable, "-m", "hftransfer", "cv", RECIPE, "--folds", "5", "--out", str(out), "-q",
         *COMMON, *TARGET_ONLY, f"data.train_file={files['target']}", f"data.test_file={files['eval']}",
-        f"train.seed={seed}", f"train.output_dir={out}-runs", "train.overwrite_output_dir=true",
+        f"train.seed={seed}", f"train.output_dir={out}-runs", "train.overwrite_output_dir=true", *extra,
     ]  # fmt: skip
     subprocess.run(command, check=True)
     report = json.loads((out / "cv.json").read_text())
@@ -151,6 +151,7 @@ def main() -> None:
     parser.add_argument("--source-rows", type=int, default=2000)
     parser.add_argument("--only", default=None, help="Comma-separated method names (target only always runs).")
     parser.add_argument("--no-cv", action="store_true")
+    parser.add_argument("--extra", nargs="*", default=[], help="Overrides for every run (e.g. train.max_steps=2).")
     parser.add_argument("--skip", default="", help="Comma-separated method names to leave out.")
     args = parser.parse_args()
     wanted = set(METHODS) if args.only is None else {"target only", *args.only.split(",")}
@@ -161,10 +162,10 @@ def main() -> None:
             work = Path(scratch) / f"seed-{seed}"
             files, outputs = seed_files(seed, args.source_rows, work), {}
             for name in names:
-                accuracy[name].append(run_method(name, seed, files, work, outputs))
+                accuracy[name].append(run_method(name, seed, files, work, outputs, args.extra))
                 print(f"[seed {seed}] {name}: {accuracy[name][-1]:.4f}", flush=True)
             if not args.no_cv:
-                for row, value in zip(CV_ROWS, cross_validate(seed, files, work), strict=True):
+                for row, value in zip(CV_ROWS, cross_validate(seed, files, work, args.extra), strict=True):
                     accuracy[row].append(value)
                     print(f"[seed {seed}] {row}: {value:.4f}", flush=True)
     print_table(accuracy, args)
