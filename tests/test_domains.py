@@ -365,3 +365,33 @@ def test_two_processes_take_the_steps_of_one_accumulating(no_dropout_bert, files
     two_w, one_w = _weights(tmp_path / "two"), _weights(tmp_path / "one")
     for name in one_w:
         torch.testing.assert_close(two_w[name], one_w[name], rtol=1e-4, atol=1e-5)
+
+
+def test_compare_puts_the_domain_methods_side_by_side(tiny_bert_dir, files, tmp_path, capsys):
+    """Issue 17's comparison on one recipe: target only, source only, source then target, joint, joint + L2-SP and
+    DANN as `compare --variant`s; each run's results say how it crossed domains, and the table names them all."""
+    out, src, pool = tmp_path / "report", files["source"], files["pool"]
+    variants = {
+        "target-only": "",
+        "source-only": f"data.train_file={src}",
+        "source-then-target": "model.name_or_path={run:source-only}",
+        "joint": f"domain.source_file={src},domain.target_weight=1",
+        "joint-l2sp": f"domain.source_file={src},domain.l2sp_alpha=0.1,domain.l2sp_beta=0.01",
+        "dann": f"data.train_file=null,domain.source_file={src},domain.unlabelled_target_file={pool},"
+        "domain.adversarial_weight=1",
+    }
+    args = ["compare", "--out", str(out), "--in-process", "--no-latency",
+            *(x for name, o in variants.items() for x in ("--variant", f"{name}:{o}")),
+            f"model.name_or_path={tiny_bert_dir}", f"data.train_file={files['train']}",
+            f"data.validation_file={files['dev']}", "train.max_steps=2", "train.precision=fp32"]  # fmt: skip
+    assert main(args) == 0
+    printed = capsys.readouterr().out
+    report = json.loads((out / "report.json").read_text())
+    assert [r["name"] for r in report["runs"]] == list(variants)
+    assert all(f"| {name} |" in printed for name in variants)
+    domain = {n: json.loads((out / "runs" / n / "results.json").read_text()).get("data") or {} for n in variants}
+    assert "domain" not in domain["target-only"] and "domain" not in domain["source-then-target"]
+    assert {"joint", "joint-l2sp", "dann"} <= {n for n, d in domain.items() if "domain" in d}
+    assert load_config(out / "runs" / "source-then-target" / "config.yaml").model.name_or_path == str(
+        out / "runs" / "source-only"
+    )
