@@ -145,6 +145,21 @@ def cross_validate(seed: int, files: dict[str, str], work: Path, extra: list) ->
     return report["mean"]["accuracy"]["mean"], report["test"]["averaged_predictions"]["accuracy"]
 
 
+PAD_OF = ("source only", "DANN (no target labels)")
+
+
+def proxy_a_distances(files: dict[str, str], outputs: dict[str, str]) -> dict[str, float]:
+    """PAD between the source sample and the scored target rows (300 each), in the features of the pretrained
+    model, the source-only run and the DANN run: DANN's domain classifier should have pulled the domains together."""
+    from hftransfer.analysis.features import DataSpec
+    from hftransfer.analysis.shift import measure_shift
+
+    folders = [outputs[name] for name in PAD_OF]
+    report = measure_shift(DataSpec(files["source"], max_rows=300), DataSpec(files["eval"], max_rows=300), folders)
+    names = {folder: f"PAD after {name}" for name, folder in zip(PAD_OF, folders, strict=True)}
+    return {names.get(e["model"], "PAD pretrained"): e["proxy_a_distance"]["pad"] for e in report["models"]}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--seeds", type=int, default=3)
@@ -157,6 +172,7 @@ def main() -> None:
     wanted = set(METHODS) if args.only is None else {"target only", *args.only.split(",")}
     names = [n for n in METHODS if n in wanted and n not in args.skip.split(",")]
     accuracy: dict[str, list[float]] = {n: [] for n in [*names, *([] if args.no_cv else CV_ROWS)]}
+    pads: dict[str, list[float]] = {}
     with tempfile.TemporaryDirectory() as scratch:
         for seed in range(args.seeds):
             work = Path(scratch) / f"seed-{seed}"
@@ -164,11 +180,18 @@ def main() -> None:
             for name in names:
                 accuracy[name].append(run_method(name, seed, files, work, outputs, args.extra))
                 print(f"[seed {seed}] {name}: {accuracy[name][-1]:.4f}", flush=True)
+            if all(name in outputs for name in PAD_OF):
+                for row, value in proxy_a_distances(files, outputs).items():
+                    pads.setdefault(row, []).append(value)
+                    print(f"[seed {seed}] {row}: {value:.3f}", flush=True)
             if not args.no_cv:
                 for row, value in zip(CV_ROWS, cross_validate(seed, files, work, args.extra), strict=True):
                     accuracy[row].append(value)
                     print(f"[seed {seed}] {row}: {value:.4f}", flush=True)
     print_table(accuracy, args)
+    for row, values in pads.items():
+        sd = f" ± {statistics.stdev(values):.3f}" if len(values) > 1 else ""
+        print(f"{row:<34} {statistics.mean(values):.3f}{sd}  (source sample vs scored target rows, 300 each)")
 
 
 def print_table(accuracy: dict[str, list[float]], args: argparse.Namespace) -> None:
