@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextvars
 import logging
-from collections.abc import Container
+from collections.abc import Container, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -22,8 +24,40 @@ from hftransfer.config.recipe import ModelConfig
 from hftransfer.data.labels import LabelMap
 from hftransfer.errors import UserError
 from hftransfer.models.pooling import apply_pooling
+from hftransfer.models.remote_code import marked_base_config
 
 logger = logging.getLogger("hftransfer")
+
+_FINISHED_RUN = contextvars.ContextVar("hftransfer_loading_finished_run", default=False)
+"""True while a finished run loads (its base, then its adapter): a head the base lacks is no news then."""
+
+
+class _NoLoadReport(logging.Filter):
+    """Drops transformers' multi-line LOAD REPORT; hftransfer says what matters about missing weights itself."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "LOAD REPORT" not in record.getMessage()
+
+
+@contextmanager
+def quiet_load_report() -> Iterator[None]:
+    """Within: `from_pretrained` prints no red MISSING/UNEXPECTED table (errors still raise)."""
+    target, dropped = logging.getLogger("transformers.modeling_utils"), _NoLoadReport()
+    target.addFilter(dropped)
+    try:
+        yield
+    finally:
+        target.removeFilter(dropped)
+
+
+@contextmanager
+def loading_finished_run() -> Iterator[None]:
+    """Within: loads are of a finished run's parts, so a base checkpoint's missing head is not announced."""
+    token = _FINISHED_RUN.set(True)
+    try:
+        yield
+    finally:
+        _FINISHED_RUN.reset(token)
 
 
 class ModelError(UserError):
@@ -31,7 +65,13 @@ class ModelError(UserError):
 
 
 def checkpoint_config(location: str, revision: str | None = None, trust_remote_code: bool = False) -> Any:
-    """The checkpoint's `config.json` (a Hub id, folder or `pkg:` path), or a ModelError naming it."""
+    """The checkpoint's `config.json` (a Hub id, folder or `pkg:` path), or a ModelError naming it.
+
+    A folder hftransfer marked for the standard client (`hftransfer.models.remote_code`) reads as its base
+    architecture's config, without running its modeling file."""
+    marked = marked_base_config(resolve_location(location), revision)
+    if marked is not None:
+        return marked.config
     try:
         return AutoConfig.from_pretrained(
             resolve_location(location), revision=revision, trust_remote_code=trust_remote_code
@@ -48,7 +88,15 @@ def load_adapter_classifier(folder: str | Path, base: ModelConfig, labels: Label
     """A peft adapter folder on its base classifier (`base`, sized for `labels` by `task`), unmerged."""
     from peft import PeftModel
 
-    return PeftModel.from_pretrained(task.load_model(base, labels), str(folder))
+    with loading_finished_run():
+        return PeftModel.from_pretrained(task.load_model(base, labels), str(folder))
+
+
+def saved_config(location: str, revision: str | None = None) -> dict[str, Any]:
+    """`{"config": <base config>}` for a folder marked for the standard client, else {}: passed to an Auto class,
+    it keeps transformers from asking for `trust_remote_code` (or prompting for it) on hftransfer's own folders."""
+    marked = marked_base_config(resolve_location(location), revision)
+    return {"config": marked.config} if marked is not None else {}
 
 
 def load_tokenizer(config: ModelConfig) -> PreTrainedTokenizerBase:
@@ -56,7 +104,13 @@ def load_tokenizer(config: ModelConfig) -> PreTrainedTokenizerBase:
         resolve_location(config.name_or_path),
         revision=config.revision,
         trust_remote_code=config.trust_remote_code,
+        **saved_config(config.name_or_path, config.revision),
     )
+
+
+def load_saved_tokenizer(folder: str | Path) -> PreTrainedTokenizerBase:
+    """The tokenizer an output folder holds."""
+    return AutoTokenizer.from_pretrained(folder, **saved_config(str(folder)))
 
 
 def check_num_labels(config: ModelConfig, labels: LabelMap) -> None:
@@ -105,26 +159,34 @@ def load_classification_model(
     code only when asked, always single-label. With `labels` the head is sized and named for them (a head of
     another size is replaced instead of failing on its shape); without, the checkpoint's own head and names stay.
     Returns the model and the weights the checkpoint lacked (a missing head means it was never fine-tuned).
+    A folder marked for the standard client loads as its base architecture, pooled as it says; transformers'
+    load report is not printed (callers say what the missing weights mean).
     """
     sizing: dict[str, Any] = {}
     if labels is not None:
-        sizing = {
-            "num_labels": labels.num_labels,
-            "id2label": labels.id2label,
-            "label2id": labels.label2id,
-            "ignore_mismatched_sizes": True,
-        }
-    model, info = auto_class.from_pretrained(
-        location,
-        revision=revision,
-        trust_remote_code=trust_remote_code,
-        use_safetensors=True,
-        # Explicit, so one label never means regression and int labels never mean multi-label.
-        problem_type="single_label_classification",
-        output_loading_info=True,
-        **sizing,
-    )
-    return model, list(info["missing_keys"])
+        sizing = {"num_labels": labels.num_labels, "id2label": labels.id2label, "label2id": labels.label2id}
+    # Explicit, so one label never means regression and int labels never mean multi-label.
+    sizing["problem_type"] = "single_label_classification"
+    marked = marked_base_config(location, revision)
+    if marked is not None:  # a given config takes no config settings as keywords: set them on it
+        for key, value in sizing.items():
+            setattr(marked.config, key, value)
+        sizing = {"config": marked.config}
+    with quiet_load_report():
+        model, info = auto_class.from_pretrained(
+            location,
+            revision=revision,
+            trust_remote_code=trust_remote_code,
+            use_safetensors=True,
+            output_loading_info=True,
+            ignore_mismatched_sizes=labels is not None,  # a head of another size is replaced
+            **sizing,
+        )
+    missing = list(info["missing_keys"])
+    if marked is not None and marked.pooling != "cls":
+        apply_pooling(model, marked.pooling)  # its pooler was dropped when it was saved
+        missing = [key for key in missing if ".pooler." not in f".{key}"]
+    return model, missing
 
 
 def load_pretrained_classifier(
@@ -143,9 +205,12 @@ def load_pretrained_classifier(
             f"'{config.name_or_path}' is a '{pretrained.model_type}' model, which has no {head} head "
             f"in transformers. {hint}"
         )
-    model, _ = load_classification_model(
+    model, missing = load_classification_model(
         auto_class, location, revision=config.revision, trust_remote_code=config.trust_remote_code, labels=labels
     )
+    if missing and not _FINISHED_RUN.get():
+        shown = ", ".join(missing[:4]) + (f" and {len(missing) - 4} more" if len(missing) > 4 else "")
+        logger.info("New weights, not in %s (trained from scratch): %s", config.name_or_path, shown)
     return new_head_if_needed(model, pretrained, labels, config.new_head)
 
 
