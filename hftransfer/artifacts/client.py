@@ -18,6 +18,7 @@ from typing import Any
 
 from hftransfer.artifacts.layout import LABELS_FILE, RECIPE_FILE
 from hftransfer.artifacts.saved import is_adapter_folder, read_labels, read_recipe
+from hftransfer.config.recipe import load_config
 from hftransfer.models.remote_code import MODELING_FILE, is_marked, write_marked_folder
 
 AS_IS = "as-is"
@@ -40,7 +41,7 @@ def client_kind(folder: str | Path) -> str:
         return REMOTE_CODE if (folder / MODELING_FILE).is_file() else HFTRANSFER_ONLY
     if is_adapter_folder(folder):
         return HFTRANSFER_ONLY  # an adapter written before folders were marked: its base alone names no classes
-    if (folder / RECIPE_FILE).is_file() and read_recipe(folder).model.pooling != "cls":
+    if (folder / RECIPE_FILE).is_file() and load_config(folder / RECIPE_FILE).model.pooling != "cls":
         return HFTRANSFER_ONLY  # a mean-pooled folder written before folders were marked (mark_output_folder fixes it)
     return AS_IS
 

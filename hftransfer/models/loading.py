@@ -69,17 +69,24 @@ def checkpoint_config(location: str, revision: str | None = None, trust_remote_c
 
     A folder hftransfer marked for the standard client (`hftransfer.models.remote_code`) reads as its base
     architecture's config, without running its modeling file."""
-    marked = marked_base_config(resolve_location(location), revision)
-    if marked is not None:
-        return marked.config
+    from hftransfer.models.locate import looks_like_path
+
+    path = Path(location).expanduser()
+    if looks_like_path(location) and not path.exists():
+        raise ModelError(f"Cannot read checkpoint '{location}': folder {path} does not exist (in {Path.cwd()})")
     try:
+        marked = marked_base_config(resolve_location(location), revision)
+        if marked is not None:
+            return marked.config
         return AutoConfig.from_pretrained(
             resolve_location(location), revision=revision, trust_remote_code=trust_remote_code
         )
     except (OSError, ValueError) as err:
         first = (str(err).strip().splitlines() or [type(err).__name__])[0]  # transformers' advice spans lines
+        here = path.exists() or location.startswith("pkg:")
+        folder = "" if here else f" There is no folder {Path.cwd() / path} either."
         raise ModelError(
-            f"Cannot read checkpoint '{location}': {first.rstrip('.')}. Give a Hub id, a local model folder "
+            f"Cannot read checkpoint '{location}': {first.rstrip('.')}.{folder} Give a Hub id, a local model folder "
             "(config.json and safetensors weights) or a pkg:<package>/<path>."
         ) from err
 
