@@ -31,7 +31,7 @@ TOKEN = "hf_standinSECRET0123456789abcdef"
 REPO = "alice/tiny-sentiment"
 MODEL_FILES = {"config.json", "model.safetensors"}
 COMMON_FILES = {"README.md", "config.yaml", "results.json", "labels.json", "tokenizer.json", "tokenizer_config.json"}
-ADAPTER_FILES = {"adapter_config.json", "adapter_model.safetensors"}
+ADAPTER_FILES = {"adapter_config.json", "adapter_model.safetensors", "config.json", "modeling_hftransfer.py"}
 
 
 class StandInHub:
