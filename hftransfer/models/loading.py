@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextvars
 import logging
 from collections.abc import Container, Iterator
 from contextlib import contextmanager
@@ -19,7 +18,7 @@ from transformers import (
 )
 from transformers.models.auto.modeling_auto import MODEL_FOR_SEQUENCE_CLASSIFICATION_MAPPING_NAMES
 
-from hftransfer.config.locations import resolve_location
+from hftransfer.config.locations import looks_like_path, resolve_location
 from hftransfer.config.recipe import ModelConfig
 from hftransfer.data.labels import LabelMap
 from hftransfer.errors import UserError
@@ -28,36 +27,31 @@ from hftransfer.models.remote_code import marked_base_config
 
 logger = logging.getLogger("hftransfer")
 
-_FINISHED_RUN = contextvars.ContextVar("hftransfer_loading_finished_run", default=False)
-"""True while a finished run loads (its base, then its adapter): a head the base lacks is no news then."""
+NEW_WEIGHTS = "New weights, not in"
+"""Opens the one line a training start logs about a base checkpoint's missing weights (its head)."""
 
 
-class _NoLoadReport(logging.Filter):
-    """Drops transformers' multi-line LOAD REPORT; hftransfer says what matters about missing weights itself."""
+class _Drop(logging.Filter):
+    """Drops records whose message contains `marker`."""
+
+    def __init__(self, marker: str) -> None:
+        super().__init__()
+        self.marker = marker
 
     def filter(self, record: logging.LogRecord) -> bool:
-        return "LOAD REPORT" not in record.getMessage()
+        return self.marker not in record.getMessage()
 
 
 @contextmanager
-def quiet_load_report() -> Iterator[None]:
-    """Within: `from_pretrained` prints no red MISSING/UNEXPECTED table (errors still raise)."""
-    target, dropped = logging.getLogger("transformers.modeling_utils"), _NoLoadReport()
-    target.addFilter(dropped)
+def dropped_logs(target: logging.Logger, marker: str) -> Iterator[None]:
+    """Within: `target` logs nothing containing `marker`. With transformers.modeling_utils and "LOAD REPORT",
+    `from_pretrained` prints no red MISSING/UNEXPECTED table (errors still raise)."""
+    drop = _Drop(marker)
+    target.addFilter(drop)
     try:
         yield
     finally:
-        target.removeFilter(dropped)
-
-
-@contextmanager
-def loading_finished_run() -> Iterator[None]:
-    """Within: loads are of a finished run's parts, so a base checkpoint's missing head is not announced."""
-    token = _FINISHED_RUN.set(True)
-    try:
-        yield
-    finally:
-        _FINISHED_RUN.reset(token)
+        target.removeFilter(drop)
 
 
 class ModelError(UserError):
@@ -69,8 +63,6 @@ def checkpoint_config(location: str, revision: str | None = None, trust_remote_c
 
     A folder hftransfer marked for the standard client (`hftransfer.models.remote_code`) reads as its base
     architecture's config, without running its modeling file."""
-    from hftransfer.models.locate import looks_like_path
-
     path = Path(location).expanduser()
     if looks_like_path(location) and not path.exists():
         raise ModelError(f"Cannot read checkpoint '{location}': folder {path} does not exist (in {Path.cwd()})")
@@ -95,7 +87,7 @@ def load_adapter_classifier(folder: str | Path, base: ModelConfig, labels: Label
     """A peft adapter folder on its base classifier (`base`, sized for `labels` by `task`), unmerged."""
     from peft import PeftModel
 
-    with loading_finished_run():
+    with dropped_logs(logger, NEW_WEIGHTS):  # the base lacks the head the adapter brings: no news
         return PeftModel.from_pretrained(task.load_model(base, labels), str(folder))
 
 
@@ -179,7 +171,7 @@ def load_classification_model(
         for key, value in sizing.items():
             setattr(marked.config, key, value)
         sizing = {"config": marked.config}
-    with quiet_load_report():
+    with dropped_logs(logging.getLogger("transformers.modeling_utils"), "LOAD REPORT"):
         model, info = auto_class.from_pretrained(
             location,
             revision=revision,
@@ -215,9 +207,9 @@ def load_pretrained_classifier(
     model, missing = load_classification_model(
         auto_class, location, revision=config.revision, trust_remote_code=config.trust_remote_code, labels=labels
     )
-    if missing and not _FINISHED_RUN.get():
+    if missing:
         shown = ", ".join(missing[:4]) + (f" and {len(missing) - 4} more" if len(missing) > 4 else "")
-        logger.info("New weights, not in %s (trained from scratch): %s", config.name_or_path, shown)
+        logger.info("%s %s (trained from scratch): %s", NEW_WEIGHTS, config.name_or_path, shown)
     return new_head_if_needed(model, pretrained, labels, config.new_head)
 
 

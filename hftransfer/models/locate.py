@@ -13,7 +13,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from hftransfer.config.locations import PACKAGE_PREFIX, resolve_location
+from hftransfer.config.locations import PACKAGE_PREFIX, looks_like_path, resolve_location
 from hftransfer.errors import UserError
 
 logger = logging.getLogger("hftransfer")
@@ -37,13 +37,6 @@ OFFSET_POSITIONS = (
 
 class LocationError(UserError):
     """A checkpoint location that names nothing loadable."""
-
-
-def looks_like_path(spec: str) -> bool:
-    """A local path rather than a Hub id: starts with `.`, `/` or `~`, or has more separators than `org/name`."""
-    if spec.startswith((".", "/", "~")) or (os.sep != "/" and os.sep in spec):
-        return True
-    return spec.count("/") > 1
 
 
 def offline_mode() -> bool:
