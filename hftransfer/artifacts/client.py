@@ -27,7 +27,7 @@ HFTRANSFER_ONLY = "hftransfer-only"
 CLIENT_LINES = {
     AS_IS: "loads in transformers.pipeline as is",
     REMOTE_CODE: "needs trust_remote_code=True (custom model type, modeling_hftransfer.py); the Hub widget is off",
-    HFTRANSFER_ONLY: "loads only with hftransfer (its base classes are remote code); the Hub widget is off",
+    HFTRANSFER_ONLY: "does not predict right in transformers.pipeline; load it with hftransfer (the Hub widget is off)",
 }
 """What `push` says of a folder, per kind."""
 
@@ -37,12 +37,14 @@ def client_kind(folder: str | Path) -> str:
     folder = Path(folder)
     config_file = folder / "config.json"
     marked = config_file.is_file() and is_marked(json.loads(config_file.read_text()))
-    if marked:
-        return REMOTE_CODE if (folder / MODELING_FILE).is_file() else HFTRANSFER_ONLY
+    if marked and (folder / MODELING_FILE).is_file():
+        return REMOTE_CODE
+    # Unmarked: written before folders were marked (`mark_output_folder` fixes that), or on a base whose classes
+    # are remote code of its own. An adapter's base alone names no classes; the base's own code does not mean-pool.
     if is_adapter_folder(folder):
-        return HFTRANSFER_ONLY  # an adapter written before folders were marked: its base alone names no classes
+        return HFTRANSFER_ONLY
     if (folder / RECIPE_FILE).is_file() and load_config(folder / RECIPE_FILE).model.pooling != "cls":
-        return HFTRANSFER_ONLY  # a mean-pooled folder written before folders were marked (mark_output_folder fixes it)
+        return HFTRANSFER_ONLY
     return AS_IS
 
 

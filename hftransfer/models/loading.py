@@ -181,7 +181,8 @@ def load_classification_model(
             ignore_mismatched_sizes=labels is not None,  # a head of another size is replaced
             **sizing,
         )
-    missing = list(info["missing_keys"])
+    # A head of another size is replaced: as new as a missing one.
+    missing = sorted(info["missing_keys"]) + sorted(key for key, *_ in info.get("mismatched_keys") or ())
     if marked is not None and marked.pooling != "cls":
         apply_pooling(model, marked.pooling)  # its pooler was dropped when it was saved
         missing = [key for key in missing if ".pooler." not in f".{key}"]

@@ -79,11 +79,8 @@ def _class_names(model_type: str, auto_class: str) -> tuple[str, str] | None:
 
 
 def mark_config(config_dict: dict, auto_class: str, pooling: str, adapter: bool) -> tuple[dict, str | None]:
-    """`config_dict` (a base classifier's config.json) under its own model type, and the modeling file's source.
-
-    The source is None where the base classes are not part of `transformers` (remote code of their own): the
-    folder then loads nowhere but in hftransfer, which is still no wrong prediction.
-    """
+    """`config_dict` (a base classifier's config.json) under its own model type, and the modeling file's source
+    (None where the base classes are not part of `transformers`, but remote code of their own)."""
     base_type = config_dict["model_type"]
     names = _class_names(base_type, auto_class)
     marked = {**config_dict, "model_type": TYPE_PREFIX + base_type, POOLING_KEY: pooling, ADAPTER_KEY: adapter}
@@ -101,13 +98,15 @@ def mark_config(config_dict: dict, auto_class: str, pooling: str, adapter: bool)
 
 
 def write_marked_folder(folder: str | Path, config_dict: dict, auto_class: str, pooling: str, adapter: bool) -> bool:
-    """Write the marked config.json (and the modeling file); True when `trust_remote_code=True` loads it."""
+    """Write the marked config.json and the modeling file; False (nothing written) where the base classes are not
+    part of `transformers`: its own remote code then loads it, and only hftransfer pools it right."""
     folder = Path(folder)
     marked, source = mark_config(config_dict, auto_class, pooling, adapter)
+    if source is None:
+        return False
     (folder / "config.json").write_text(json.dumps(marked, indent=2, sort_keys=True) + "\n")
-    if source is not None:
-        (folder / MODELING_FILE).write_text(source)
-    return source is not None
+    (folder / MODELING_FILE).write_text(source)
+    return True
 
 
 def modeling_source(base_type: str, config_name: str, model_name: str) -> str:
