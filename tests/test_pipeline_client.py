@@ -125,7 +125,7 @@ def test_marked_folders_are_read_by_hftransfer_as_their_base_architecture(runs):
     run = load_run(folder)
     assert type(run.model) is BertForSequenceClassification and run.model.config.model_type == "bert"
     assert run.model.bert.pooler is None  # pooled by hftransfer's own code, not the folder's file
-    model, read = get_task(TEXT).feature_model(str(folder), "last")  # rank/shift read it too
+    model, _read = get_task(TEXT).feature_model(str(folder), "last")  # rank/shift read it too
     assert model.config.model_type == "bert"
 
 
@@ -189,6 +189,36 @@ def test_push_says_which_kind_the_folder_is(runs, tmp_path, capsys):
         assert lines[case][0].startswith("The model needs trust_remote_code=True")
         assert "the Hub widget is off" in lines[case][0]
         assert {MODELING_FILE, "config.json"} <= {p.name for p in (tmp_path / "-".join(case)).iterdir()}
+
+
+def _as_hub_repo(staged: Path, cache: Path, repo_id: str) -> None:
+    """`staged` as the Hub cache holds a downloaded repo: offline, `pipeline(model=repo_id)` then takes the Hub
+    path of transformers (an id, not a local folder)."""
+    repo = cache / f"models--{repo_id.replace('/', '--')}"
+    commit = "1" * 40
+    shutil.copytree(staged, repo / "snapshots" / commit)
+    (repo / "refs").mkdir()
+    (repo / "refs" / "main").write_text(commit)
+
+
+@pytest.mark.parametrize("pooling", ["cls", "mean"])
+def test_a_pushed_adapter_is_refused_on_the_hub_path_too(runs, pooling, tmp_path, monkeypatch):
+    """On the Hub, pipeline() swaps an adapter repo for the base its adapter_config.json names (a local folder
+    with a config.json is read as itself): the pushed copy names the repo as its own base, so its marked config
+    applies there as well."""
+    from huggingface_hub import constants
+
+    from hftransfer.artifacts import hub
+
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "cache"))
+    folder, repo_id = runs["folders"]["lora", pooling], f"me/lora-{pooling}"
+    hub.dry_run(folder, tmp_path / "staged", repo_id=repo_id)
+    assert json.loads((tmp_path / "staged" / "adapter_config.json").read_text())["base_model_name_or_path"] == repo_id
+    assert json.loads((tmp_path / "staged" / "config.json").read_text())["hftransfer_base_model"] == str(runs["base"])
+    _as_hub_repo(tmp_path / "staged", tmp_path / "cache", repo_id)
+    with pytest.raises(ValueError, match="trust_remote_code=True"):
+        pipeline("text-classification", model=repo_id)
+    _assert_same(_pipeline_scores(repo_id, trust_remote_code=True), _hftransfer_scores(folder))
 
 
 def test_folder_written_before_marking_is_marked_in_the_pushed_copy(runs, tmp_path):

@@ -16,10 +16,10 @@ import json
 from pathlib import Path
 from typing import Any
 
-from hftransfer.artifacts.layout import LABELS_FILE, RECIPE_FILE
+from hftransfer.artifacts.layout import ADAPTER_CONFIG_FILE, LABELS_FILE, RECIPE_FILE
 from hftransfer.artifacts.saved import is_adapter_folder, read_labels, read_recipe
 from hftransfer.config.recipe import load_config
-from hftransfer.models.remote_code import MODELING_FILE, is_marked, write_marked_folder
+from hftransfer.models.remote_code import BASE_MODEL_KEY, MODELING_FILE, is_marked, write_marked_folder
 
 AS_IS = "as-is"
 REMOTE_CODE = "remote-code"
@@ -82,3 +82,21 @@ def mark_output_folder(folder: str | Path, model_config: Any = None) -> str:
     auto_class = get_task(recipe.task).auto_class.__name__
     remote = write_marked_folder(folder, config, auto_class, recipe.model.pooling, adapter)
     return REMOTE_CODE if remote else HFTRANSFER_ONLY
+
+
+def point_adapter_at_repo(staging: Path, repo_id: str) -> None:
+    """In a staged adapter upload, name the repo itself as the adapter's base (the true base moves to config.json).
+
+    On the Hub, `pipeline(model=repo)` reads an adapter's `base_model_name_or_path` and loads that plain base
+    model (only a local folder with a config.json is read as itself): with a standard base, the adapter would load
+    with the base's class names and, mean-pooled, predict wrongly. Named as its own base, the repo's marked
+    config.json applies there too: refused without `trust_remote_code=True`, right with it.
+    """
+    config_file, adapter_file = staging / "config.json", staging / ADAPTER_CONFIG_FILE
+    if client_kind(staging) != REMOTE_CODE or not adapter_file.is_file():
+        return
+    config, adapter = json.loads(config_file.read_text()), json.loads(adapter_file.read_text())
+    config[BASE_MODEL_KEY] = adapter["base_model_name_or_path"]
+    adapter["base_model_name_or_path"] = repo_id
+    config_file.write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
+    adapter_file.write_text(json.dumps(adapter, indent=2) + "\n")

@@ -24,7 +24,7 @@ from huggingface_hub import CommitOperationAdd, HfApi, constants, get_token
 from huggingface_hub.errors import HfHubHTTPError, RepositoryNotFoundError, RevisionNotFoundError
 
 from hftransfer.artifacts.card import base_model_id, write_model_card
-from hftransfer.artifacts.client import client_kind, mark_output_folder
+from hftransfer.artifacts.client import client_kind, mark_output_folder, point_adapter_at_repo
 from hftransfer.artifacts.layout import ADAPTER_CONFIG_FILE, CARD_FILE, RECIPE_FILE, RESULTS_FILE
 from hftransfer.artifacts.saved import is_adapter_folder
 from hftransfer.config.recipe import load_config, save_config
@@ -123,6 +123,8 @@ def stage_upload(
         mark_output_folder(staging)  # a folder written before folders were marked gets marked in the copy
     if base_model:
         _record_base_model(staging, base_model, rewrite_adapter=adapter and not merge)
+    if adapter and not merge and repo_id:
+        point_adapter_at_repo(staging, repo_id)
     write_model_card(staging, model_ref=repo_id or str(output_dir), merged=merge)
     return upload_candidates(staging)
 

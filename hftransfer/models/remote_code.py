@@ -32,8 +32,9 @@ from hftransfer.models import pooling
 TYPE_PREFIX = "hftransfer-"
 """`model_type` of a marked folder: the prefix and the base architecture's type (`hftransfer-bert`)."""
 MODELING_FILE = "modeling_hftransfer.py"
-POOLING_KEY, ADAPTER_KEY = "hftransfer_pooling", "hftransfer_adapter"
-"""config.json keys the modeling file reads: the pooling, and whether the folder holds an adapter."""
+POOLING_KEY, ADAPTER_KEY, BASE_MODEL_KEY = "hftransfer_pooling", "hftransfer_adapter", "hftransfer_base_model"
+"""config.json keys the modeling file reads: the pooling, whether the folder holds an adapter, and (in a pushed
+adapter, whose adapter_config.json names the repo itself) the adapter's base model."""
 _CLASSIFIERS = {
     "AutoModelForSequenceClassification": MODEL_FOR_SEQUENCE_CLASSIFICATION_MAPPING_NAMES,
     "AutoModelForImageClassification": MODEL_FOR_IMAGE_CLASSIFICATION_MAPPING_NAMES,
@@ -61,7 +62,7 @@ def marked_base_config(location: str, revision: str | None = None) -> Marked | N
         return None
     if not is_marked(config_dict):
         return None
-    base = {k: v for k, v in config_dict.items() if k not in ("auto_map", POOLING_KEY, ADAPTER_KEY)}
+    base = {k: v for k, v in config_dict.items() if k not in ("auto_map", POOLING_KEY, ADAPTER_KEY, BASE_MODEL_KEY)}
     base["model_type"] = base_type = config_dict["model_type"][len(TYPE_PREFIX) :]
     base["architectures"] = [a.removeprefix("Hftransfer") for a in config_dict.get("architectures") or []] or None
     config = CONFIG_MAPPING[base_type].from_dict(base)
@@ -120,6 +121,7 @@ def modeling_source(base_type: str, config_name: str, model_name: str) -> str:
         model_name=model_name,
         pooling_key=POOLING_KEY,
         adapter_key=ADAPTER_KEY,
+        base_key=BASE_MODEL_KEY,
         shared=shared,
     )
 
@@ -179,9 +181,11 @@ class Hftransfer{model_name}({model_name}):
             return super().from_pretrained(pretrained_model_name_or_path, *args, **kwargs)
         from transformers.utils import find_adapter_config_file
 
-        adapter_file = find_adapter_config_file(pretrained_model_name_or_path, token=kwargs.get("token"))
-        with open(adapter_file, encoding="utf-8") as f:
-            base = json.load(f)["base_model_name_or_path"]
+        base = getattr(config, "{base_key}", None)  # a pushed adapter names its repo as its own base
+        if not base:
+            adapter_file = find_adapter_config_file(pretrained_model_name_or_path, token=kwargs.get("token"))
+            with open(adapter_file, encoding="utf-8") as f:
+                base = json.load(f)["base_model_name_or_path"]
         adapter_kwargs = dict(kwargs.pop("adapter_kwargs", None) or {{}})
         adapter_kwargs["_adapter_model_path"] = pretrained_model_name_or_path
         kwargs.pop("revision", None)  # the adapter repository's revision, not the base model's
