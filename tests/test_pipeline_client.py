@@ -201,21 +201,28 @@ def _as_hub_repo(staged: Path, cache: Path, repo_id: str) -> None:
     (repo / "refs" / "main").write_text(commit)
 
 
-@pytest.mark.parametrize("pooling", ["cls", "mean"])
-def test_a_pushed_adapter_is_refused_on_the_hub_path_too(runs, pooling, tmp_path, monkeypatch):
-    """On the Hub, pipeline() swaps an adapter repo for the base its adapter_config.json names (a local folder
-    with a config.json is read as itself): the pushed copy names the repo as its own base, so its marked config
-    applies there as well."""
+PUSHED = [("lora", "cls"), ("lora", "mean"), ("full", "mean"), ("full", "cls")]
+
+
+@pytest.mark.parametrize("case", PUSHED, ids=[f"{s}-{p}" for s, p in PUSHED])
+def test_pushed_repos_behave_on_the_hub_path_as_their_folders(runs, case, tmp_path, monkeypatch):
+    """On the Hub, pipeline() swaps an adapter repo for the base its adapter_config.json names (only a local
+    folder with a config.json is read as itself): a pushed adapter names the repo as its own base, so its marked
+    config applies there as well."""
     from huggingface_hub import constants
 
     from hftransfer.artifacts import hub
 
     monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "cache"))
-    folder, repo_id = runs["folders"]["lora", pooling], f"me/lora-{pooling}"
-    hub.dry_run(folder, tmp_path / "staged", repo_id=repo_id)
-    assert json.loads((tmp_path / "staged" / "adapter_config.json").read_text())["base_model_name_or_path"] == repo_id
-    assert json.loads((tmp_path / "staged" / "config.json").read_text())["hftransfer_base_model"] == str(runs["base"])
-    _as_hub_repo(tmp_path / "staged", tmp_path / "cache", repo_id)
+    folder, repo_id, staged = runs["folders"][case], "me/" + "-".join(case), tmp_path / "staged"
+    hub.dry_run(folder, staged, repo_id=repo_id)
+    if case[0] == "lora":
+        assert json.loads((staged / "adapter_config.json").read_text())["base_model_name_or_path"] == repo_id
+        assert json.loads((staged / "config.json").read_text())["hftransfer_base_model"] == str(runs["base"])
+    _as_hub_repo(staged, tmp_path / "cache", repo_id)
+    if case == ("full", "cls"):
+        _assert_same(_pipeline_scores(repo_id), _hftransfer_scores(folder))
+        return
     with pytest.raises(ValueError, match="trust_remote_code=True"):
         pipeline("text-classification", model=repo_id)
     _assert_same(_pipeline_scores(repo_id, trust_remote_code=True), _hftransfer_scores(folder))
