@@ -98,6 +98,15 @@ def saved_config(location: str, revision: str | None = None) -> dict[str, Any]:
     return {"config": marked.config} if marked is not None else {}
 
 
+def refuse_adapter(marked: Any, location: str) -> None:
+    """An adapter folder has no weights of its own to start from or read features of: say how to get them."""
+    if marked is not None and marked.adapter:
+        raise ModelError(
+            f"{location} holds a LoRA adapter, not a whole model; merge it first: "
+            f"hftransfer export {location} --merge --out <folder>, then use that folder."
+        )
+
+
 def load_tokenizer(config: ModelConfig) -> PreTrainedTokenizerBase:
     return AutoTokenizer.from_pretrained(
         resolve_location(config.name_or_path),
@@ -167,6 +176,7 @@ def load_classification_model(
     # Explicit, so one label never means regression and int labels never mean multi-label.
     sizing["problem_type"] = "single_label_classification"
     marked = marked_base_config(location, revision)
+    refuse_adapter(marked, location)
     if marked is not None:  # a given config takes no config settings as keywords: set them on it
         for key, value in sizing.items():
             setattr(marked.config, key, value)
