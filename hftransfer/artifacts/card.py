@@ -158,8 +158,9 @@ def card_metadata(folder: str | Path, *, model_name: str | None = None, merged: 
 
 
 def _client_kind(folder: Path, run: _Run, merged: bool) -> str:
-    """How `transformers.pipeline` reads the folder (hftransfer.artifacts.client); `merged`: as merging makes it."""
-    if merged:
+    """How `transformers.pipeline` reads the folder (hftransfer.artifacts.client); `merged` on an adapter folder:
+    as `export --merge` will make it."""
+    if merged and run.adapter is not None:
         return AS_IS if run.recipe.model.pooling == "cls" else REMOTE_CODE
     return client_kind(folder)
 
