@@ -124,6 +124,7 @@ def _export(args: argparse.Namespace) -> int:
 
 def _push(args: argparse.Namespace) -> int:
     from hftransfer.artifacts import hub
+    from hftransfer.artifacts.client import CLIENT_LINES, client_kind
 
     if args.dry_run is not None:
         default = args.dry_run == ""
@@ -134,6 +135,7 @@ def _push(args: argparse.Namespace) -> int:
         print(f"Dry run: would upload {len(files)} files to {args.repo_id} on {hub.hub_endpoint()}; staged in {target}")
         for name in files:
             print(f"  {name}  ({(target / name).stat().st_size:,} bytes)")
+        print(f"The model {CLIENT_LINES[client_kind(target)]}.")
         return 0
     result = hub.push(
         args.output_dir,
@@ -144,6 +146,7 @@ def _push(args: argparse.Namespace) -> int:
         base_model=args.base_model,
     )
     print(f"Pushed {len(result.files)} files to {result.url} (commit {result.commit})")
+    print(f"The model {CLIENT_LINES[result.client]}.")
     return 0
 
 

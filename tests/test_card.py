@@ -140,17 +140,18 @@ def test_full_card_snippet_matches_predict(full_run):
 def test_adapter_card_uses_peft_and_its_snippet_matches_predict(lora_run):
     text = (lora_run / "README.md").read_text()
     meta = _front_matter(text)
-    assert meta["library_name"] == "peft" and {"lora", "peft"} <= set(meta["tags"])
-    assert "PeftModel.from_pretrained" in _snippet(text) and 'apply_pooling(base, "mean")' in _snippet(text)
+    assert meta["library_name"] == "peft" and {"lora", "peft", "custom_code"} <= set(meta["tags"])
+    assert meta["inference"] is False  # the Hub widget runs no remote code
+    assert "trust_remote_code=True" in _snippet(text) and "mean-pooled" in text
     from_card, from_predict = _run_snippet(text, TEXTS[0]), _predicted(lora_run, TEXTS[0])
     assert from_card == pytest.approx(from_predict, abs=1e-5)
 
 
-def test_merged_card_is_a_plain_transformers_model(lora_run):
+def test_merged_card_is_a_transformers_model_that_needs_remote_code_for_mean_pooling(lora_run):
     text = render_model_card(lora_run, model_ref="me/merged", merged=True)
     meta = _front_matter(text)
     assert meta["library_name"] == "transformers" and "merged-adapter" in meta["tags"]
-    assert "PeftModel" not in _snippet(text) and "AutoModelForSequenceClassification" in _snippet(text)
+    assert "PeftModel" not in _snippet(text) and "trust_remote_code=True" in _snippet(text)
 
 
 def test_distilled_and_image_outputs_render(full_run, tmp_path):

@@ -31,7 +31,7 @@ TOKEN = "hf_standinSECRET0123456789abcdef"
 REPO = "alice/tiny-sentiment"
 MODEL_FILES = {"config.json", "model.safetensors"}
 COMMON_FILES = {"README.md", "config.yaml", "results.json", "labels.json", "tokenizer.json", "tokenizer_config.json"}
-ADAPTER_FILES = {"adapter_config.json", "adapter_model.safetensors"}
+ADAPTER_FILES = {"adapter_config.json", "adapter_model.safetensors", "config.json", "modeling_hftransfer.py"}
 
 
 class StandInHub:
@@ -274,7 +274,10 @@ def test_adapter_push_records_the_base_model_and_merge_pushes_a_full_model(runs,
     files = hub.dry_run(lora, adapter_preview, repo_id=REPO, base_model="google-bert/bert-base-uncased")
     assert set(files) == ADAPTER_FILES | COMMON_FILES
     staged_adapter = json.loads((adapter_preview / "adapter_config.json").read_text())
-    assert staged_adapter["base_model_name_or_path"] == "google-bert/bert-base-uncased"
+    # On the Hub, pipeline() loads an adapter's named base as is: the repo names itself, its config.json the base.
+    assert staged_adapter["base_model_name_or_path"] == REPO
+    staged_config = json.loads((adapter_preview / "config.json").read_text())
+    assert staged_config["hftransfer_base_model"] == "google-bert/bert-base-uncased"
     local_adapter = json.loads((lora / "adapter_config.json").read_text())
     assert local_adapter["base_model_name_or_path"] != "google-bert/bert-base-uncased"  # local folder unchanged
     card = (adapter_preview / "README.md").read_text()

@@ -16,6 +16,7 @@ from typing import Any
 
 from huggingface_hub import EvalResult, ModelCardData
 
+from hftransfer.artifacts.client import AS_IS, HFTRANSFER_ONLY, REMOTE_CODE, client_kind
 from hftransfer.artifacts.layout import ADAPTER_CONFIG_FILE, CARD_FILE, RECIPE_FILE, RESULTS_FILE
 from hftransfer.artifacts.results import read_results
 from hftransfer.artifacts.saved import read_labels
@@ -138,6 +139,9 @@ def card_metadata(folder: str | Path, *, model_name: str | None = None, merged: 
         tags += ["peft", "adapter"]
     if merged:
         tags.append("merged-adapter")
+    kind = _client_kind(Path(folder), run, merged)
+    if kind == REMOTE_CODE:
+        tags.append("custom_code")
     return ModelCardData(
         base_model=base_model_id(recipe, run.adapter),
         datasets=datasets or None,
@@ -148,7 +152,17 @@ def card_metadata(folder: str | Path, *, model_name: str | None = None, merged: 
         metrics=list(metrics),
         model_name=model_name or Path(folder).name,
         eval_results=eval_results or None,
+        # The Hub widget runs the standard client without remote code: it would refuse, or predict wrongly.
+        **({} if kind == AS_IS else {"inference": False}),
     )
+
+
+def _client_kind(folder: Path, run: _Run, merged: bool) -> str:
+    """How `transformers.pipeline` reads the folder (hftransfer.artifacts.client); `merged` on an adapter folder:
+    as `export --merge` will make it."""
+    if merged and run.adapter is not None:
+        return AS_IS if run.recipe.model.pooling == "cls" else REMOTE_CODE
+    return client_kind(folder)
 
 
 def _local_dataset_name(data: DataConfig) -> str:
@@ -170,7 +184,7 @@ def render_model_card(folder: str | Path, *, model_ref: str | None = None, merge
     header = "---\n" + metadata.to_yaml() + "\n---\n"
     body = [
         *_intro(run, name, merged, metadata.base_model),
-        *_how_to_use(run, model_ref, merged, metadata.base_model),
+        *_how_to_use(run, folder, model_ref, merged, metadata.base_model),
         *_results_section(run),
         *_training_section(run),
         *_limitations(run, run.adapter is not None and not merged),
@@ -204,7 +218,7 @@ def _intro(run: _Run, name: str, merged: bool, base_model: str | None) -> list[s
     strategy = results["strategy"]
     how = run.strategy.summary or f"the `{strategy}` strategy"
     if merged:
-        how += "; the adapter was merged into the base weights, so this is a plain `transformers` model"
+        how += "; the adapter was merged into the base weights"
     examples = evaluation.get("num_samples", results.get("num_eval_samples", "?"))
     return [
         f"# {name}",
@@ -224,24 +238,30 @@ def _across_domains(recipe: RunConfig) -> list[str]:
     return ["", f"Trained across domains: {recipe.domain.describe()}."] if recipe.domain.active else []
 
 
-def _how_to_use(run: _Run, model_ref: str, merged: bool, base_model: str | None) -> list[str]:
+def _how_to_use(run: _Run, folder: Path, model_ref: str, merged: bool, base_model: str | None) -> list[str]:
     adapter_card = run.adapter is not None and not merged
+    kind = _client_kind(folder, run, merged)
+    lines = ["", "## How to use", "", "```python", *_usage(run.task, model_ref, run.recipe.data, kind), "```"]
     pooling = run.recipe.model.pooling
-    usage = _usage(run.task, model_ref, run.labels, run.recipe.data, adapter_card, run.adapter, base_model, pooling)
-    lines = ["", "## How to use", "", "```python", *usage, "```"]
-    if pooling != "cls":
+    if kind == REMOTE_CODE:
+        why = f"reads a **{pooling}-pooled** sentence vector (`model.pooling: {pooling}`)" if pooling != "cls" else ""
+        if adapter_card:
+            base = base_model or (run.adapter or {}).get("base_model_name_or_path") or "its base model"
+            why += (" and " if why else "") + (
+                f"holds only adapter weights (and the trained head) for `{base}`, which is downloaded separately "
+                "(`pip install peft`)"
+            )
         lines += [
             "",
-            f"The classifier reads a **{pooling}-pooled** sentence vector (`model.pooling: {pooling}`), which plain "
-            "`transformers` does not apply on its own: keep the `apply_pooling` line (`pip install hftransfer`), "
-            "or the predictions will be wrong.",
+            f"The classifier {why}. Its `config.json` names a model type of its own and `modeling_hftransfer.py` "
+            "(torch and transformers only; read it first) loads it exactly as hftransfer does, so "
+            "`trust_remote_code=True` is needed: without it `transformers` refuses to load the model rather "
+            "than predict wrongly. The Hub's inference widget is off for the same reason.",
         ]
+    elif kind == HFTRANSFER_ONLY:
+        lines += ["", "Plain `transformers` cannot reproduce this model's predictions; load it with hftransfer."]
     if adapter_card:
-        lines += [
-            "",
-            "This repository holds only the adapter weights (and the trained classification head); the base "
-            "model is downloaded separately. `hftransfer push --merge` publishes a standalone merged model instead.",
-        ]
+        lines += ["", "`hftransfer push --merge` publishes a standalone merged model instead of the adapter."]
     return [*lines, "", '`hftransfer predict` also reads this folder: `hftransfer predict <folder> "some text"`.']
 
 
@@ -335,53 +355,28 @@ def _steps(results: dict, recipe: RunConfig) -> str:
     return f"{steps} ({_fmt(results.get('epochs', recipe.train.epochs))} epochs)"
 
 
-def _usage(
-    task: str,
-    model_ref: str,
-    labels: list[str],
-    data: DataConfig,
-    adapter_card: bool,
-    adapter: dict | None,
-    base_model: str | None,
-    pooling: str = "cls",
-) -> list[str]:
+def _usage(task: str, model_ref: str, data: DataConfig, kind: str) -> list[str]:
     """Python that loads this model and classifies an example; tests run it against `hftransfer predict`."""
     pair = len(data.text_columns) == 2 and data.join_text_columns_with is None
     if task == "text-classification":
         example = '{"text": "A first sentence.", "text_pair": "A second one."}' if pair else '"An example to classify."'
-        auto, preprocessor, keyword = "AutoModelForSequenceClassification", "AutoTokenizer", "tokenizer"
     else:
         example = '"path/to/image.jpg"'
-        auto, preprocessor, keyword = "AutoModelForImageClassification", "AutoImageProcessor", "image_processor"
-    call = f"print(classifier({example}, top_k=None))"
-    if not adapter_card and pooling == "cls":
-        return ["from transformers import pipeline", "", f'classifier = pipeline("{task}", model="{model_ref}")', call]
-    lines = []
-    if adapter_card:
-        lines.append("from peft import PeftModel")
-    lines.append(f"from transformers import {auto}, {preprocessor}, pipeline")
-    if pooling != "cls":
-        lines.append("from hftransfer.models.pooling import apply_pooling")
-    lines.append("")
-    pool = (lambda expr: f'apply_pooling({expr}, "{pooling}")') if pooling != "cls" else (lambda expr: expr)
-    if adapter_card:
-        base = base_model or (adapter or {}).get("base_model_name_or_path") or "BASE_MODEL"
-        id2label = dict(enumerate(labels))
-        lines += [
-            f"id2label = {id2label!r}",
-            f"base = {auto}.from_pretrained(",
-            f'    "{base}", num_labels={len(labels)}, id2label=id2label,',
-            "    label2id={v: k for k, v in id2label.items()}, ignore_mismatched_sizes=True,",
-            ")",
-            f'model = PeftModel.from_pretrained({pool("base")}, "{model_ref}").merge_and_unload()',
+    if kind == HFTRANSFER_ONLY:
+        return [
+            "from hftransfer.artifacts.saved import load_run",
+            "from hftransfer.evaluation.scoring import predict_records",
+            "",
+            f'run = load_run("{model_ref}")  # a local copy of this folder',
+            f"print(list(predict_records(run, [{example}])))",
         ]
-    else:
-        lines.append(f"model = {pool(f'{auto}.from_pretrained(' + chr(34) + model_ref + chr(34) + ')')}")
-    lines += [
-        f'classifier = pipeline("{task}", model=model, {keyword}={preprocessor}.from_pretrained("{model_ref}"))',
-        call,
+    remote = ", trust_remote_code=True" if kind == REMOTE_CODE else ""
+    return [
+        "from transformers import pipeline",
+        "",
+        f'classifier = pipeline("{task}", model="{model_ref}"{remote})',
+        f"print(classifier({example}, top_k=None))",
     ]
-    return lines
 
 
 def _strategy_extras(run: _Run) -> list[str]:

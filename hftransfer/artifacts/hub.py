@@ -24,6 +24,7 @@ from huggingface_hub import CommitOperationAdd, HfApi, constants, get_token
 from huggingface_hub.errors import HfHubHTTPError, RepositoryNotFoundError, RevisionNotFoundError
 
 from hftransfer.artifacts.card import base_model_id, write_model_card
+from hftransfer.artifacts.client import client_kind, mark_output_folder, point_adapter_at_repo
 from hftransfer.artifacts.layout import ADAPTER_CONFIG_FILE, CARD_FILE, RECIPE_FILE, RESULTS_FILE
 from hftransfer.artifacts.saved import is_adapter_folder
 from hftransfer.config.recipe import load_config, save_config
@@ -57,6 +58,8 @@ class PushResult:
     attempts: int = 1
     endpoint: str = ""
     skipped: list[str] = field(default_factory=list)
+    client: str = ""
+    """How `transformers.pipeline` reads what was pushed (`hftransfer.artifacts.client.CLIENT_LINES`)."""
 
 
 def hub_endpoint(endpoint: str | None = None) -> str:
@@ -97,6 +100,8 @@ def stage_upload(
     in the staged adapter config and card, so the published adapter loads anywhere.
     """
     output_dir, staging = Path(output_dir), Path(staging)
+    if not output_dir.exists():
+        raise HubError(f"Folder {output_dir} does not exist (relative to {Path.cwd()}); push a run's output folder.")
     missing = [name for name in REQUIRED_FILES if not (output_dir / name).is_file()]
     if not output_dir.is_dir() or missing:
         raise HubError(
@@ -115,8 +120,11 @@ def stage_upload(
                 continue  # regenerated below for the repo
             (staging / relative).parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(output_dir / relative, staging / relative)
+        mark_output_folder(staging)  # a folder written before folders were marked gets marked in the copy
     if base_model:
         _record_base_model(staging, base_model, rewrite_adapter=adapter and not merge)
+    if adapter and not merge and repo_id:
+        point_adapter_at_repo(staging, repo_id)
     write_model_card(staging, model_ref=repo_id or str(output_dir), merged=merge)
     return upload_candidates(staging)
 
@@ -211,6 +219,7 @@ def push(
     with tempfile.TemporaryDirectory(prefix="hftransfer-push-") as tmp:
         staging = Path(tmp)
         files = stage_upload(output_dir, staging, repo_id=repo_id, merge=merge, base_model=base_model)
+        client = client_kind(staging)
         _refuse_secret(staging, files, token)
         with _explained(endpoint, repo_id, token, "nothing was uploaded"):
             _check_remote(api, repo_id, revision, staging)
@@ -235,7 +244,9 @@ def push(
         if absent:
             raise HubError(f"The hub reports commit {commit} in {repo_id} but lacks {absent}; push again.")
     logger.info("Pushed %d files to %s (commit %s)", len(files), url, commit)
-    return PushResult(repo_id=repo_id, url=url, commit=commit, files=files, attempts=used, endpoint=endpoint)
+    return PushResult(
+        repo_id=repo_id, url=url, commit=commit, files=files, attempts=used, endpoint=endpoint, client=client
+    )
 
 
 def _commit_with_retries(

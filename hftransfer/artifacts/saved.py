@@ -54,6 +54,8 @@ def write_labels(folder: str | Path, labels: LabelMap) -> None:
 def read_recipe(folder: str | Path) -> RunConfig:
     """The run's saved recipe through the schema, `task: auto` resolved."""
     folder = Path(folder)
+    if not folder.exists():
+        raise FileNotFoundError(f"Folder {folder} does not exist (relative to {Path.cwd()}); give an output folder.")
     if not is_run_folder(folder):
         raise FileNotFoundError(f"{folder} is not an hftransfer output folder (no {RECIPE_FILE}).")
     return resolve_task(load_config(folder / RECIPE_FILE))

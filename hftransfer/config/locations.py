@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
+import os
 from pathlib import Path
 
 PACKAGE_PREFIX = "pkg:"
@@ -27,3 +28,10 @@ def resolve_location(spec: str) -> str:
     if not path.exists():
         raise FileNotFoundError(f"'{spec}' resolves to {path}, which does not exist.")
     return str(path)
+
+
+def looks_like_path(spec: str) -> bool:
+    """A local path rather than a Hub id: starts with `.`, `/` or `~`, or has more separators than `org/name`."""
+    if spec.startswith((".", "/", "~")) or (os.sep != "/" and os.sep in spec):
+        return True
+    return spec.count("/") > 1

@@ -15,7 +15,7 @@ from transformers.models.auto.modeling_auto import (
 from hftransfer.config.locations import resolve_location
 from hftransfer.config.recipe import ModelConfig
 from hftransfer.data.labels import LabelMap
-from hftransfer.models.loading import ModelError, checkpoint_config, load_pretrained_classifier
+from hftransfer.models.loading import ModelError, checkpoint_config, load_pretrained_classifier, saved_config
 from hftransfer.models.timm import TIMM_WRAPPER, timm_image_processor
 
 
@@ -35,7 +35,10 @@ def load_image_processor(config: ModelConfig) -> Any:
             return timm_image_processor(pretrained)
     try:
         return AutoImageProcessor.from_pretrained(
-            location, revision=config.revision, trust_remote_code=config.trust_remote_code
+            location,
+            revision=config.revision,
+            trust_remote_code=config.trust_remote_code,
+            **saved_config(config.name_or_path, config.revision),
         )
     except (OSError, ValueError) as err:
         raise ModelError(

@@ -13,7 +13,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from hftransfer.config.locations import PACKAGE_PREFIX, resolve_location
+from hftransfer.config.locations import PACKAGE_PREFIX, looks_like_path, resolve_location
 from hftransfer.errors import UserError
 
 logger = logging.getLogger("hftransfer")
@@ -37,13 +37,6 @@ OFFSET_POSITIONS = (
 
 class LocationError(UserError):
     """A checkpoint location that names nothing loadable."""
-
-
-def looks_like_path(spec: str) -> bool:
-    """A local path rather than a Hub id: starts with `.`, `/` or `~`, or has more separators than `org/name`."""
-    if spec.startswith((".", "/", "~")) or (os.sep != "/" and os.sep in spec):
-        return True
-    return spec.count("/") > 1
 
 
 def offline_mode() -> bool:
@@ -80,15 +73,20 @@ def check_checkpoint_location(spec: str, key: str, revision: str | None = None) 
         raise LocationError(
             f"{key}: '{spec}' is neither an existing folder nor a valid Hub id (user/name); check it."
         ) from err
-    if offline_mode():
-        from huggingface_hub import try_to_load_from_cache
+    from huggingface_hub import try_to_load_from_cache
 
-        cached = try_to_load_from_cache(spec, "config.json", revision=revision)
-        if not isinstance(cached, str):
-            raise LocationError(
-                f"{key}: '{spec}' is not in the local Hugging Face cache and offline mode is on (HF_HUB_OFFLINE=1); "
-                "check the id, download it once online, or give a local folder."
-            )
+    if isinstance(try_to_load_from_cache(spec, "config.json", revision=revision), str):
+        return
+    if Path(spec).parts[0] != spec and Path(Path(spec).parts[0]).is_dir():
+        # `outputs/run` while ./outputs exists: a folder is meant (not yet trained, or another working directory).
+        raise LocationError(
+            f"{key}: folder {spec} does not exist (in {Path.cwd()}); check the path, or train that run first."
+        )
+    if offline_mode():
+        raise LocationError(
+            f"{key}: '{spec}' is no folder here ({Path.cwd() / spec} does not exist) and not in the local Hugging Face "
+            "cache, and offline mode is on (HF_HUB_OFFLINE=1); check the path or id, or download it once online."
+        )
 
 
 def check_run_locations(config: Any) -> None:

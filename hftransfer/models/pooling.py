@@ -4,7 +4,8 @@ Sentence-transformers checkpoints (like the offline MiniLM) were trained for mea
 BERT pooler was never trained, so a probe through it stays at chance while a mean over the
 attention mask gives usable features. Mean pooling is a forward hook on the backbone, so the
 Hugging Face classes, `save_pretrained`, peft and merging all keep working; the recipe's
-`model.pooling` is re-applied on load.
+`model.pooling` is re-applied on load. A mean-pooled output folder carries the same code for plain
+`transformers` (`hftransfer.models.remote_code`).
 """
 
 from __future__ import annotations
@@ -47,8 +48,25 @@ def apply_pooling(model: nn.Module, pooling: Pooling) -> nn.Module:
     backbone = getattr(model, "base_model", model)
     if backbone is model:
         raise UserError(f"model.pooling=mean needs a classifier on top of a backbone; got {type(model).__name__}.")
+    mean_pool(model)
+    return model
+
+
+def is_mean_pooled(model: nn.Module) -> bool:
+    """Whether `apply_pooling(model, "mean")` (or a saved folder's own code) made `model` classify from a mean."""
+    inner = model.get_base_model() if hasattr(model, "get_base_model") else model  # a peft wrapper
+    return bool(getattr(getattr(inner, "base_model", inner), "_hftransfer_pool_into", None))
+
+
+def mean_pool(model: nn.Module) -> None:
+    """Make `model`'s head read the masked mean of its backbone's last hidden state, in place (once).
+
+    Self-contained (torch and dataclasses only): `hftransfer.models.remote_code` copies it, with `masked_mean` and
+    `_mean_pool_hook`, into the modeling file of a mean-pooled output folder, so `transformers` pools alike.
+    """
+    backbone = getattr(model, "base_model", model)
     if getattr(backbone, "_hftransfer_pool_into", None):
-        return model  # already applied
+        return  # already applied
     if getattr(backbone, "pooler", None) is not None:
         # Drop the unused pooler: no dead parameters (DDP would complain), nothing to save for it.
         backbone.pooler = None
@@ -56,4 +74,3 @@ def apply_pooling(model: nn.Module, pooling: Pooling) -> nn.Module:
     else:
         backbone._hftransfer_pool_into = "first_token"
     backbone.register_forward_hook(_mean_pool_hook, with_kwargs=True)
-    return model

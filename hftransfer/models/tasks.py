@@ -10,6 +10,7 @@ checkpoint is (the one place modality is detected).
 from __future__ import annotations
 
 import dataclasses
+import logging
 from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any, ClassVar
@@ -21,7 +22,6 @@ from transformers import (
     AutoImageProcessor,
     AutoModelForImageClassification,
     AutoModelForSequenceClassification,
-    AutoTokenizer,
     PreTrainedModel,
 )
 
@@ -33,8 +33,17 @@ from hftransfer.data.prepared import PreparedData
 from hftransfer.data.sources import DataError, load_splits, single_file_split
 from hftransfer.data.text import DynamicPaddingCollator, prepare_text_data, tokenize_split
 from hftransfer.models.images import is_image_model_type, load_image_classifier, load_image_processor
-from hftransfer.models.loading import ModelError, load_classification_model, load_classifier, load_tokenizer
+from hftransfer.models.loading import (
+    ModelError,
+    load_classification_model,
+    load_classifier,
+    load_saved_tokenizer,
+    load_tokenizer,
+    saved_config,
+)
 from hftransfer.models.pooling import apply_pooling, masked_mean
+
+logger = logging.getLogger("hftransfer")
 
 TEXT = "text-classification"
 IMAGE = "image-classification"
@@ -80,8 +89,16 @@ class Task:
         return load_classification_model(self.auto_class, str(location), revision=revision)
 
     def load_saved_model(self, folder: Path, model: ModelConfig) -> PreTrainedModel:
-        """A full (non-adapter) model saved in an output folder, with the recipe's `model.pooling` re-applied."""
-        return apply_pooling(self.load_model_as_saved(folder)[0], model.pooling)
+        """A full (non-adapter) model saved in an output folder, with the recipe's `model.pooling` re-applied.
+
+        Quiet unless weights are missing that the run should have saved (a mean-pooled run saves no pooler)."""
+        loaded, missing = self.load_model_as_saved(folder)
+        if model.pooling != "cls":
+            missing = [key for key in missing if ".pooler." not in f".{key}"]
+        if missing:
+            shown = ", ".join(missing[:4]) + (f" and {len(missing) - 4} more" if len(missing) > 4 else "")
+            logger.warning("%s lacks weights the run trained (%s); they are random now.", folder, shown)
+        return apply_pooling(loaded, model.pooling)
 
     # --- data ----------------------------------------------------------------------------------------------------
 
@@ -156,7 +173,7 @@ class TextTask(Task):
     name = TEXT
     averages_layers = True
     auto_class = AutoModelForSequenceClassification
-    load_processor, load_saved_processor = staticmethod(load_tokenizer), staticmethod(AutoTokenizer.from_pretrained)
+    load_processor, load_saved_processor = staticmethod(load_tokenizer), staticmethod(load_saved_tokenizer)
     load_model, load_splits = staticmethod(load_classifier), staticmethod(load_splits)
     load_file, prepare_data = staticmethod(single_file_split), staticmethod(prepare_text_data)
 
@@ -201,7 +218,7 @@ class TextTask(Task):
         """Attention-masked means of the last hidden state, or of every hidden state averaged (`mean`)."""
         from transformers import AutoModel
 
-        model = AutoModel.from_pretrained(resolve_location(location), use_safetensors=True)
+        model = AutoModel.from_pretrained(resolve_location(location), use_safetensors=True, **saved_config(location))
         if layers == "mean":
             model.config.output_hidden_states = True
             return model, lambda output, inputs: torch.stack(
@@ -225,7 +242,11 @@ class ImageTask(Task):
     name = IMAGE
     auto_class = AutoModelForImageClassification
     load_processor = staticmethod(load_image_processor)
-    load_saved_processor = staticmethod(AutoImageProcessor.from_pretrained)
+
+    @staticmethod
+    def load_saved_processor(folder: str | Path) -> Any:
+        return AutoImageProcessor.from_pretrained(folder, **saved_config(str(folder)))
+
     load_model, load_splits = staticmethod(load_image_classifier), staticmethod(load_image_splits)
     load_file, prepare_data = staticmethod(load_image_file), staticmethod(prepare_image_data)
 
@@ -275,7 +296,9 @@ class ImageTask(Task):
 
     def feature_model(self, location: str, layers: str) -> tuple[nn.Module, Read]:
         """Exactly what the classification head reads (ResNet/ConvNeXt pooled output, ViT's [CLS] state)."""
-        model = self.auto_class.from_pretrained(resolve_location(location), use_safetensors=True)
+        model = self.auto_class.from_pretrained(
+            resolve_location(location), use_safetensors=True, **saved_config(location)
+        )
         head = getattr(model, "classifier", None)
         if not isinstance(head, nn.Module):
             name = type(model).__name__

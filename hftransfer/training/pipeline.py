@@ -13,6 +13,7 @@ from accelerate import PartialState
 from datasets import DatasetDict
 from transformers import PreTrainedModel, set_seed
 
+from hftransfer.artifacts.client import mark_output_folder
 from hftransfer.artifacts.layout import RECIPE_FILE, cleanup_failed_run, folder_size_bytes, publish, staging_dir
 from hftransfer.artifacts.results import RunResults
 from hftransfer.artifacts.saved import write_labels
@@ -155,11 +156,13 @@ def _score(run: Prepared, model: torch.nn.Module, split: Any, collator: Any) -> 
 
 
 def save_run(run: Prepared, model: torch.nn.Module, work: Path) -> None:
-    """Weights as the strategy saves them, the processor, the resolved recipe and the label map."""
+    """Weights as the strategy saves them, the processor, the resolved recipe and the label map; a folder
+    the standard client would misread is marked for it (`hftransfer.artifacts.client`)."""
     run.strategy.save(model, work)
     run.processor.save_pretrained(work)
     save_config(run.config, work / RECIPE_FILE)
     write_labels(work, run.data.labels)
+    mark_output_folder(work, getattr(model, "config", None))  # pipeline() predicts as hftransfer, or refuses
 
 
 def build_results(
