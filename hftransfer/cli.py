@@ -44,13 +44,17 @@ def _config(args: argparse.Namespace) -> int:
 
 
 def _evaluate(args: argparse.Namespace) -> int:
-    from hftransfer.artifacts.saved import load_run
+    from hftransfer.artifacts.saved import load_run, read_recipe
     from hftransfer.evaluation.inputs import check_evaluate_file
-    from hftransfer.evaluation.scoring import evaluate_run
+    from hftransfer.evaluation.scoring import evaluate_run, split_rows
 
+    rows = None  # a bad file, misnamed columns or an unknown split fail before the model loads
     if args.file:
-        check_evaluate_file(args.output_dir, args.file)  # a bad file or misnamed columns fail before the model loads
-    metrics = evaluate_run(load_run(args.output_dir), split=args.split, file=args.file, batch_size=args.batch_size)
+        check_evaluate_file(args.output_dir, args.file)
+    else:
+        rows = split_rows(read_recipe(args.output_dir), args.split)
+    run = load_run(args.output_dir)
+    metrics = evaluate_run(run, split=args.split, file=args.file, batch_size=args.batch_size, rows=rows)
     text = json.dumps(metrics, indent=2)
     if args.output:
         Path(args.output).write_text(text + "\n")
@@ -73,16 +77,18 @@ def _read_inputs(args: argparse.Namespace) -> Iterator[str | dict]:
 
 
 def _predict(args: argparse.Namespace) -> int:
-    from hftransfer.artifacts.saved import load_run
+    from hftransfer.artifacts.saved import load_run, read_recipe
     from hftransfer.evaluation.inputs import check_predict_file
-    from hftransfer.evaluation.scoring import predict_records
+    from hftransfer.evaluation.scoring import predict_records, prediction_inputs
 
     if args.file and not args.texts:
         check_predict_file(args.file)  # broken JSON lines or non-UTF-8 bytes fail before the model loads
+    records = list(_read_inputs(args))
+    inputs = prediction_inputs(read_recipe(args.output_dir), records)  # records lacking the run's inputs, too
     run = load_run(args.output_dir)
     out = open(args.output, "w") if args.output else sys.stdout  # noqa: SIM115
     try:
-        for record in predict_records(run, _read_inputs(args), batch_size=args.batch_size):
+        for record in predict_records(run, records, batch_size=args.batch_size, inputs=inputs):
             out.write(json.dumps(record, ensure_ascii=False) + "\n")
     finally:
         if args.output:

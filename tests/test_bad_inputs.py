@@ -171,6 +171,8 @@ CASES = [
     Case("distill-temperature-zero", lambda c: c.train("strategy.distill.temperature=0"), "temperature"),
     Case("unknown-key", lambda c: c.train("train.epocs=1"), "did you mean 'epochs'"),
     Case("batch-size-text", lambda c: c.train("train.batch_size=big"), "'train.batch_size' expects an integer"),
+    Case("override-bad-yaml", lambda c: c.train("data.text_columns=[sentence"), "is not valid yaml"),
+    Case("override-bad-yaml-mapping", lambda c: c.train("train.epochs={a: 1"), "train.epochs={a: 1"),
     # --- recipe files --------------------------------------------------------------------------------------------
     Case("recipe-missing", lambda c: ["train", str(c.tmp / "nope.yaml")], "does not exist"),
     Case("recipe-is-folder", lambda c: ["train", str(c.tmp)], "is a folder"),
@@ -360,6 +362,23 @@ def test_bad_input_fails_in_one_line(case, finished, tiny_bert_dir, tmp_path, ca
     assert not (tmp_path / "fresh").exists()
     assert _snapshot(run) == before
     assert not list(run.parent.glob("*.incomplete")) and not list(tmp_path.glob("*.incomplete"))
+
+
+@pytest.mark.parametrize(
+    "case_id", ["evaluate-unknown-split", "predict-record-without-text", "evaluate-columns-misnamed"]
+)
+def test_evaluate_and_predict_inputs_fail_before_the_model_loads(case_id, finished, tiny_bert_dir, tmp_path, capsys,
+                                                                 monkeypatch):  # fmt: skip
+    import hftransfer.artifacts.saved as saved
+
+    def no_model(folder):
+        raise AssertionError("the model loaded before the input was checked")
+
+    monkeypatch.setattr(saved, "load_run", no_model)
+    case = next(case for case in CASES if case.id == case_id)
+    run, train_file, dev_file = finished
+    assert main(case.argv(Ctx(tmp_path, tiny_bert_dir, run, train_file, dev_file))) == 2
+    assert case.expect.lower() in capsys.readouterr().err.lower()
 
 
 # --- unit tests: missing labels, drop_unlabelled, the max_length cap ----------------------------------------------
