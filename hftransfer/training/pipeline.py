@@ -27,7 +27,7 @@ from hftransfer.models.tasks import Task, get_task, resolve_task
 from hftransfer.strategies import Strategy, build_strategy, strategy_class
 from hftransfer.training.loops import LOOPS
 from hftransfer.training.loops.common import LoopResult
-from hftransfer.training.runtime import resolve_runtime
+from hftransfer.training.runtime import check_train_setup, resolve_runtime
 
 logger = logging.getLogger("hftransfer")
 
@@ -93,6 +93,7 @@ def train(config: RunConfig, given: Given | None = None) -> dict:
 
 def run_pipeline(config: RunConfig, given: Given | None = None) -> Finished:
     """`train`, also handing back what trained and the trained model (for `hftransfer.finetune`)."""
+    check_train_setup(config.train)  # fp16 on a CPU, a tracker not installed: before anything loads
     if given is None or (given.model is None and given.strategy is None):  # in-memory ones have no location
         check_run_locations(config)  # a missing model folder or uncached Hub id fails before any folder is made
     work = staging_dir(config.train.output_dir, config.train.overwrite_output_dir, config.train.resume_from is not None)

@@ -25,7 +25,7 @@ import torch
 from accelerate import Accelerator
 from accelerate.data_loader import prepare_data_loader
 from accelerate.state import AcceleratorState
-from accelerate.utils import LoggerType, ProjectConfiguration, set_seed
+from accelerate.utils import ProjectConfiguration, set_seed
 from tqdm.auto import tqdm
 
 from hftransfer.artifacts.layout import CHECKPOINTS_DIR, LOG_HISTORY_FILE, write_json
@@ -33,7 +33,6 @@ from hftransfer.config.recipe import RunConfig, TrainConfig
 from hftransfer.config.schema import to_dict
 from hftransfer.data import PreparedData
 from hftransfer.data.loaders import eval_loader, train_loader
-from hftransfer.errors import UserError
 from hftransfer.strategies.base import Strategy
 from hftransfer.training.checkpoints import (
     Progress,
@@ -52,6 +51,7 @@ from hftransfer.training.loops.common import (
     with_trainable_modules,
 )
 from hftransfer.training.optim import build_optimizer, build_scheduler
+from hftransfer.training.runtime import check_trackers
 
 logger = logging.getLogger("hftransfer")
 
@@ -95,7 +95,7 @@ def make_accelerator(train: TrainConfig, precision: str, work_dir: Path) -> Acce
         mixed_precision="no" if precision == "fp32" else precision,
         gradient_accumulation_steps=train.gradient_accumulation_steps,
         step_scheduler_with_optimizer=False,  # the schedule is built per process and stepped once per update
-        log_with=_trackers(train.report_to),
+        log_with=check_trackers(train.report_to, "accelerate"),
         project_config=ProjectConfiguration(project_dir=str(work_dir), logging_dir=str(work_dir / "logs")),
     )
 
@@ -333,20 +333,6 @@ def save_checkpoint(accelerator: Accelerator, folder: Path, progress: Progress, 
         prune_checkpoints(folder, keep, protect)
     accelerator.wait_for_everyone()
     return final
-
-
-def _trackers(names: list[str]) -> list[str] | None:
-    """Accelerate tracker names, checked up front so a missing package fails before any training."""
-    from accelerate.utils import imports
-
-    valid = [t.value for t in LoggerType]
-    for name in names:
-        if name not in valid:
-            raise UserError(f"train.report_to '{name}' is not a tracker Accelerate supports; choose from {valid}.")
-        available = getattr(imports, f"is_{name}_available", None)
-        if available is not None and not available():
-            raise UserError(f"train.report_to names '{name}', which is not installed: pip install {name}")
-    return list(names) or None
 
 
 def _tracker_config(config: RunConfig, strategy: Strategy) -> dict:
