@@ -123,7 +123,9 @@ def _push(args: argparse.Namespace) -> int:
         )
         print(f"Dry run: would upload {len(files)} files to {args.repo_id} on {hub.hub_endpoint()}; staged in {target}")
         for name in files:
-            print(f"  {name}  ({(target / name).stat().st_size:,} bytes)")
+            staged = target / name
+            link = f", a link to {staged.resolve()}" if staged.is_symlink() else ""
+            print(f"  {name}  ({staged.stat().st_size:,} bytes{link})")
         return 0
     result = hub.push(
         args.output_dir,
