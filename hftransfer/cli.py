@@ -389,7 +389,26 @@ def configure_logging(verbose: int = 0, quiet: int = 0) -> str:
 
         hf_level = {"debug": "info", "info": "warning"}.get(level, level)
         hf_logging.set_verbosity(getattr(hf_logging, hf_level.upper()))
+    _library_bars()
     return level
+
+
+def _library_bars() -> None:
+    """The libraries' own bars (loading and writing weights, dataset maps, downloads) follow ours: none outside a
+    terminal, with -q, or on the other processes of `accelerate launch`."""
+    from hftransfer.console import progress_enabled
+
+    if progress_enabled(None):
+        return
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()
+    for name in ("HF_DATASETS_DISABLE_PROGRESS_BARS", "HF_HUB_DISABLE_PROGRESS_BARS"):
+        os.environ.setdefault(name, "1")  # read when datasets / huggingface_hub load their bars
+    if "datasets" in sys.modules:
+        sys.modules["datasets"].disable_progress_bars()
+    if "huggingface_hub" in sys.modules:
+        sys.modules["huggingface_hub"].utils.disable_progress_bars()
 
 
 def main(argv: Sequence[str] | None = None) -> int:

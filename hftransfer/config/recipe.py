@@ -131,6 +131,9 @@ class TrainConfig:
     """Write a checkpoint every N steps; by default only the final model is written."""
     save_total_limit: int = 2
     """Checkpoints kept (the newest ones, plus the best one when `load_best_at_end` is on)."""
+    keep_checkpoints: bool = False
+    """Keep `checkpoints/` in the finished output folder (to resume from or continue it later); by default a
+    finished run drops them. An interrupted run always keeps its checkpoints for `resume_from`."""
     resume_from: str | None = None
     """`latest`: the newest checkpoint of this output_dir's interrupted run (a fresh start if none); or a folder."""
     allow_inexact_resume: bool = False

@@ -48,7 +48,7 @@ def evaluate_run(
     another labelled file."""
     encoded = encode_run_split(run, split, file, rows)
     collator = get_task(run.config.task).collator(run.tokenizer, run.config.data)
-    logits = dataset_logits(run.model, encoded, collator, batch_size)
+    logits = dataset_logits(run.model, encoded, collator, batch_size, desc="evaluate")
     return classification_metrics(encoded["labels"], logits, label_names=run.labels.names)
 
 
@@ -76,7 +76,7 @@ def predict_records(
         return
     encoded = task.encode_inputs(rows, run.config.data, "predict", run.tokenizer)
     collator = task.collator(run.tokenizer, run.config.data)
-    probabilities = softmax(dataset_logits(run.model, encoded, collator, batch_size))
+    probabilities = softmax(dataset_logits(run.model, encoded, collator, batch_size, desc="predict"))
     for row, probs in zip(shown, probabilities, strict=True):
         best = int(np.argmax(probs))
         yield {

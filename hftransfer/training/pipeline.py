@@ -13,7 +13,14 @@ from accelerate import PartialState
 from datasets import DatasetDict
 from transformers import PreTrainedModel, set_seed
 
-from hftransfer.artifacts.layout import RECIPE_FILE, cleanup_failed_run, folder_size_bytes, publish, staging_dir
+from hftransfer.artifacts.layout import (
+    RECIPE_FILE,
+    cleanup_failed_run,
+    drop_checkpoints,
+    folder_size_bytes,
+    publish,
+    staging_dir,
+)
 from hftransfer.artifacts.results import RunResults
 from hftransfer.artifacts.saved import write_labels
 from hftransfer.config.recipe import RunConfig, save_config
@@ -27,7 +34,7 @@ from hftransfer.models.tasks import Task, get_task, resolve_task
 from hftransfer.strategies import Strategy, build_strategy, strategy_class
 from hftransfer.training.loops import LOOPS
 from hftransfer.training.loops.common import LoopResult
-from hftransfer.training.runtime import check_train_setup, resolve_runtime
+from hftransfer.training.runtime import check_train_setup, reported_by_main_process, resolve_runtime
 
 logger = logging.getLogger("hftransfer")
 
@@ -66,8 +73,13 @@ class Finished:
 
 
 def prepare(config: RunConfig, given: Given | None = None) -> Prepared:
-    """Resolve the task, load processor and data, load the model and hand both to the strategy."""
-    given = given or Given()
+    """Resolve the task, load processor and data, load the model and hand both to the strategy (what loading
+    reports, only the main process of `accelerate launch` says)."""
+    with reported_by_main_process():
+        return _prepare(config, given or Given())
+
+
+def _prepare(config: RunConfig, given: Given) -> Prepared:
     set_seed(config.train.seed)
     config = resolve_task(config, given.model)  # `task: auto` -> the modality, recorded in the saved recipe
     task = get_task(config.task)
@@ -122,6 +134,7 @@ def _train_in(config: RunConfig, work: Path, given: Given | None) -> Finished:
         results.test = _score(run, outcome.model, run.data.test, collator)
     results.write(work)
     _write_card(work, run.config.train.output_dir)
+    drop_checkpoints(work, run.config.train.keep_checkpoints)
     publish(work, run.config.train.output_dir)
     payload = results.to_json()
     if run.config.hub.push:

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
+
 import torch
 
 from hftransfer.config.recipe import TrainConfig
@@ -60,12 +63,38 @@ def autocast_dtype(precision: str) -> torch.dtype | None:
     return {"bf16": torch.bfloat16, "fp16": torch.float16}.get(precision)
 
 
+def process_state():
+    """This process's place in the run (`accelerate launch` sets it up; else one process), on the CPU without CUDA,
+    so a CPU-only launch uses gloo."""
+    from accelerate import PartialState
+
+    return PartialState(cpu=not torch.cuda.is_available())
+
+
+@contextmanager
+def reported_by_main_process() -> Iterator[None]:
+    """Under `accelerate launch` only the main process reports what loading data and models says (transformers'
+    weight-loading report, its progress bars); the other processes load quietly, errors aside."""
+    if process_state().is_main_process:
+        yield
+        return
+    from transformers.utils import logging as hf_logging
+
+    verbosity, bars = hf_logging.get_verbosity(), hf_logging.is_progress_bar_enabled()
+    hf_logging.set_verbosity_error()
+    hf_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        hf_logging.set_verbosity(verbosity)
+        if bars:
+            hf_logging.enable_progress_bar()
+
+
 def resolve_runtime(train: TrainConfig) -> Runtime:
     """Where this process trains (the distributed state `accelerate launch` set up, else one device) and in which
     precision: what the loops run and what a strategy is told (`Strategy.bind`)."""
-    from accelerate import PartialState
-
-    state = PartialState(cpu=not torch.cuda.is_available())
+    state = process_state()
     return Runtime(
         device=state.device,
         world_size=state.num_processes,
