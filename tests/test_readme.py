@@ -135,3 +135,10 @@ def test_readme_shell_blocks_run_in_order_on_a_fresh_clone():
             replayed.append(" ".join(words[:3]))
     assert len(replayed) >= 15, replayed  # the parser still finds the README's commands
     assert "hftransfer train recipes/text-sst2-minilm-distill.yaml" in replayed
+
+
+def test_run_dependent_figures_are_stated_as_measured_or_ranges():
+    """Issue 16: '100% on its 183 validation images' was one run's figure; a rerun got 182/183."""
+    text = README.read_text()
+    assert "**Figures in this README** are what one machine measured" in text
+    assert "99-100% on its 183 validation images" in text and "), 100% on its 183" not in text
