@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import re
 from pathlib import Path
 
@@ -142,3 +143,37 @@ def test_run_dependent_figures_are_stated_as_measured_or_ranges():
     text = README.read_text()
     assert "**Figures in this README** are what one machine measured" in text
     assert "99-100% on its 183 validation images" in text and "), 100% on its 183" not in text
+
+
+TINY = ["data.max_train_samples=32", "data.max_eval_samples=32", "train.max_steps=2", "train.batch_size=8",
+        "train.precision=fp32", "train.eval_steps=2"]  # fmt: skip
+"""Appended to every README `train` line the replay runs: the commands as written, minutes made seconds."""
+
+
+def _runnable_here(words: list[str]) -> bool:
+    """A text command that needs neither the hub nor the digits demo nor compare's four trainings."""
+    line = " ".join(words)
+    needs_hub = "hub.push=true" in line or re.search(r"model\.name_or_path=(?!pkg:|outputs/)", line)
+    pushes = words[1] == "push" and "--dry-run" not in words
+    onnx = "--onnx" in words and importlib.util.find_spec("onnxruntime") is None
+    return not (needs_hub or pushes or onnx or "digits" in line or words[1] in ("compare", "rank", "shift"))
+
+
+@pytest.mark.slow
+def test_readme_text_commands_run_in_order(tmp_path, monkeypatch):
+    """The README's text commands, in order, in an empty folder (the clone's recipes beside it), on a few rows and
+    steps each: every one exits 0, so no block stops with 'exists and is not empty' or a missing folder."""
+    from hftransfer.cli import main
+
+    (tmp_path / "recipes").symlink_to(README.parent / "recipes")
+    monkeypatch.chdir(tmp_path)
+    ran = []
+    for words, guard in _shell_commands():
+        if not words or words[0] != "hftransfer" or _is_synopsis(words) or (guard and Path(guard).is_dir()):
+            continue
+        if not _runnable_here(words):
+            continue
+        argv = [*words[1:], *TINY] if words[1] == "train" else words[1:]
+        assert main(argv) == 0, " ".join(words)
+        ran.append(" ".join(words[:3]))
+    assert "hftransfer train recipes/text-sst2-minilm-distill.yaml" in ran and len(ran) >= 8, ran
