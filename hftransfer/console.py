@@ -2,8 +2,8 @@
 
 One helper for every bar (feature extraction, teacher logits, evaluate/predict, the ONNX check, compare's runs,
 the Accelerate loop), so they all follow the same rules: a bar only in a terminal, only on the main process of
-a distributed run, only when the hftransfer logger says info (`-q` hides them), and only for inputs of more than
-a few steps; even then it appears only once the wait passes a second (tqdm's `delay`).
+a distributed run, not when the hftransfer logger is set above info (`-q`), and only for inputs of more than a
+few steps; even then it appears only once the wait passes a second (tqdm's `delay`).
 """
 
 from __future__ import annotations
@@ -34,7 +34,8 @@ def progress_enabled(total: int | None, min_steps: int = MIN_STEPS) -> bool:
     """Whether a bar over `total` steps should show here and now (the rules in the module docstring)."""
     if total is not None and total <= min_steps:
         return False
-    if not logging.getLogger("hftransfer").isEnabledFor(logging.INFO):
+    level = logging.getLogger("hftransfer").level  # set by the CLI (-q) or the caller; unset in library use
+    if level > logging.INFO:
         return False
     stream = sys.stderr
     return bool(getattr(stream, "isatty", lambda: False)()) and is_main_process()
