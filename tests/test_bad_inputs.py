@@ -393,11 +393,20 @@ def test_bad_input_fails_in_one_line(case, finished, tiny_bert_dir, tmp_path, ca
     assert not list(run.parent.glob("*.incomplete")) and not list(tmp_path.glob("*.incomplete"))
 
 
-@pytest.mark.parametrize(
-    "case_id", ["evaluate-unknown-split", "predict-record-without-text", "evaluate-columns-misnamed", "fp16-on-cpu",
-                "tracker-unknown", "tracker-not-installed-accelerate", "override-bad-yaml"],
+BEFORE_ANY_MODEL = (
+    "evaluate-unknown-split",
+    "predict-record-without-text",
+    "evaluate-columns-misnamed",
+    "fp16-on-cpu",
+    "tracker-unknown",
+    "tracker-not-installed-accelerate",
+    "override-bad-yaml",
 )
-def test_evaluate_and_predict_inputs_fail_before_the_model_loads(case_id, finished, tiny_bert_dir, tmp_path, capsys,
+"""Cases whose input alone shows the error: they must fail before a processor or model loads (issue 16)."""
+
+
+@pytest.mark.parametrize("case_id", BEFORE_ANY_MODEL)
+def test_what_the_input_alone_shows_fails_before_any_model_loads(case_id, finished, tiny_bert_dir, tmp_path, capsys,
                                                                  monkeypatch):  # fmt: skip
     import hftransfer.artifacts.saved as saved
     from hftransfer.models.tasks import TextTask
