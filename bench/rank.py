@@ -51,6 +51,7 @@ from hftransfer.analysis.features import DataSpec
 from hftransfer.analysis.rank import rank_models
 from hftransfer.config.locations import resolve_location
 from hftransfer.config.recipe import DEMO_MODEL, load_config
+from hftransfer.console import mean_sd
 from hftransfer.models.students import keep_layers
 from hftransfer.training.pipeline import train
 
@@ -322,7 +323,7 @@ def main() -> None:
     finetune_s = time.perf_counter() - started
     mean = {name: float(np.mean(list(runs.values()))) for name, runs in per_seed.items()}
     sd = {
-        name: float(np.std(list(runs.values()), ddof=1)) if len(seeds) > 1 else 0.0 for name, runs in per_seed.items()
+        name: float(np.std(list(runs.values()), ddof=1)) if len(seeds) > 1 else None for name, runs in per_seed.items()
     }
     print(
         f"\n{args.task}: {len(read_tsv(str(data))) - 1} train rows; fine-tuning: full, {args.epochs:g} epochs, mean "
@@ -352,7 +353,7 @@ def main() -> None:
             runs = ", ".join(f"{a:.3f}" for a in per_seed[c["model"]].values())
             print(
                 f"| {c['model']} | {c['layers']} x {c['hidden_size']} | {c['logme']:.4f} | {c['h_score']:.4f} | "
-                f"{c['probe_accuracy']:.3f} | {mean[c['model']]:.3f} ± {sd[c['model']]:.3f} | {runs} |"
+                f"{c['probe_accuracy']:.3f} | {mean_sd(list(per_seed[c['model']].values()), 3)} | {runs} |"
             )
         print_correlations(f"All {len(report['candidates'])} candidates ({layers})", found[layers]["all"])
         print_correlations(

@@ -23,6 +23,8 @@ from pathlib import Path
 
 import numpy as np
 
+from hftransfer.console import mean_sd
+
 RECIPES = Path(__file__).resolve().parent.parent / "recipes"
 SOURCE_DIGITS, TARGET_DIGITS = range(0, 5), range(5, 10)
 # Ways of training on the target task: output folder name -> (label, recipe, overrides); `{source}`/`{init}` are
@@ -98,7 +100,7 @@ def summarize(accuracies: dict[str, list[float]]) -> dict[str, dict]:
     return {
         name: {
             "mean": statistics.fmean(values),
-            "sd": statistics.stdev(values) if len(values) > 1 else 0.0,
+            "sd": statistics.stdev(values) if len(values) > 1 else None,  # one seed shows no spread
             "per_seed": values,
         }
         for name, values in accuracies.items()
@@ -161,7 +163,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"target (digits 5-9, {args.shots}/class, {augment} augmentation), accuracy over seeds {seeds}:")
     for name, stats in summary["target_accuracy"].items():
         each = ", ".join(f"{v:.3f}" for v in stats["per_seed"])
-        print(f"  {name:<34} {stats['mean']:.4f} ± {stats['sd']:.4f}   ({each})")
+        print(f"  {name:<34} {mean_sd(stats['per_seed'])}   ({each})")
     return 0
 
 

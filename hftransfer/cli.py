@@ -60,13 +60,17 @@ def _config(args: argparse.Namespace) -> int:
 
 
 def _evaluate(args: argparse.Namespace) -> int:
-    from hftransfer.artifacts.saved import load_run
+    from hftransfer.artifacts.saved import load_run, read_recipe
     from hftransfer.evaluation.inputs import check_evaluate_file
-    from hftransfer.evaluation.scoring import evaluate_run
+    from hftransfer.evaluation.scoring import evaluate_run, split_rows
 
+    rows = None  # a bad file, misnamed columns or an unknown split fail before the model loads
     if args.file:
-        check_evaluate_file(args.output_dir, args.file)  # a bad file or misnamed columns fail before the model loads
-    metrics = evaluate_run(load_run(args.output_dir), split=args.split, file=args.file, batch_size=args.batch_size)
+        check_evaluate_file(args.output_dir, args.file)
+    else:
+        rows = split_rows(read_recipe(args.output_dir), args.split)
+    run = load_run(args.output_dir)
+    metrics = evaluate_run(run, split=args.split, file=args.file, batch_size=args.batch_size, rows=rows)
     text = json.dumps(metrics, indent=2)
     if args.output:
         Path(args.output).write_text(text + "\n")
@@ -89,16 +93,18 @@ def _read_inputs(args: argparse.Namespace) -> Iterator[str | dict]:
 
 
 def _predict(args: argparse.Namespace) -> int:
-    from hftransfer.artifacts.saved import load_run
+    from hftransfer.artifacts.saved import load_run, read_recipe
     from hftransfer.evaluation.inputs import check_predict_file
-    from hftransfer.evaluation.scoring import predict_records
+    from hftransfer.evaluation.scoring import predict_records, prediction_inputs
 
     if args.file and not args.texts:
         check_predict_file(args.file)  # broken JSON lines or non-UTF-8 bytes fail before the model loads
+    records = list(_read_inputs(args))
+    inputs = prediction_inputs(read_recipe(args.output_dir), records)  # records lacking the run's inputs, too
     run = load_run(args.output_dir)
     out = open(args.output, "w") if args.output else sys.stdout  # noqa: SIM115
     try:
-        for record in predict_records(run, _read_inputs(args), batch_size=args.batch_size):
+        for record in predict_records(run, records, batch_size=args.batch_size, inputs=inputs):
             out.write(json.dumps(record, ensure_ascii=False) + "\n")
     finally:
         if args.output:
@@ -134,7 +140,9 @@ def _push(args: argparse.Namespace) -> int:
         )
         print(f"Dry run: would upload {len(files)} files to {args.repo_id} on {hub.hub_endpoint()}; staged in {target}")
         for name in files:
-            print(f"  {name}  ({(target / name).stat().st_size:,} bytes)")
+            staged = target / name
+            link = f", a link to {staged.resolve()}" if staged.is_symlink() else ""
+            print(f"  {name}  ({staged.stat().st_size:,} bytes{link})")
         print(f"The model {CLIENT_LINES[client_kind(target)]}.")
         return 0
     result = hub.push(
@@ -448,7 +456,26 @@ def configure_logging(verbose: int = 0, quiet: int = 0) -> str:
 
         hf_level = {"debug": "info", "info": "warning"}.get(level, level)
         hf_logging.set_verbosity(getattr(hf_logging, hf_level.upper()))
+    _library_bars()
     return level
+
+
+def _library_bars() -> None:
+    """The libraries' own bars (loading and writing weights, dataset maps, downloads) follow ours: none outside a
+    terminal, with -q, or on the other processes of `accelerate launch`."""
+    from hftransfer.console import progress_enabled
+
+    if progress_enabled(None):
+        return
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()
+    for name in ("HF_DATASETS_DISABLE_PROGRESS_BARS", "HF_HUB_DISABLE_PROGRESS_BARS"):
+        os.environ.setdefault(name, "1")  # read when datasets / huggingface_hub load their bars
+    if "datasets" in sys.modules:
+        sys.modules["datasets"].disable_progress_bars()
+    if "huggingface_hub" in sys.modules:
+        sys.modules["huggingface_hub"].utils.disable_progress_bars()
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -7,6 +7,7 @@ Cases run in-process through `hftransfer.cli.main` (a subprocess costs ~2 s of i
 from __future__ import annotations
 
 import hashlib
+import importlib.util
 import logging
 import random
 from collections.abc import Callable
@@ -16,6 +17,7 @@ from pathlib import Path
 import datasets
 import numpy as np
 import pytest
+import torch
 from conftest import save_tiny_bert
 from PIL import Image
 from transformers import AutoTokenizer
@@ -133,6 +135,10 @@ class Case:
     expect: str
     """A piece of the one error line (case-insensitive): what is wrong, where, or the fix."""
     images: bool = False
+    gpu_absent: bool = False
+    """Only a failure on a machine without CUDA."""
+    missing_package: str | None = None
+    """Only a failure where this package is not installed."""
 
 
 def _train(c: Ctx, name: str, content: str | bytes) -> str:
@@ -171,6 +177,27 @@ CASES = [
     Case("distill-temperature-zero", lambda c: c.train("strategy.distill.temperature=0"), "temperature"),
     Case("unknown-key", lambda c: c.train("train.epocs=1"), "did you mean 'epochs'"),
     Case("batch-size-text", lambda c: c.train("train.batch_size=big"), "'train.batch_size' expects an integer"),
+    Case("override-bad-yaml", lambda c: c.train("data.text_columns=[sentence"), "is not valid yaml"),
+    Case("override-bad-yaml-mapping", lambda c: c.train("train.epochs={a: 1"), "train.epochs={a: 1"),
+    Case("fp16-on-cpu", lambda c: c.train("train.precision=fp16"), "fp16 needs a gpu", gpu_absent=True),
+    Case("tracker-unknown", lambda c: c.train("train.report_to=[nosuch]"), "'nosuch' is not a tracker the trainer"),
+    Case(
+        "tracker-unknown-accelerate",
+        lambda c: c.train("train.loop=accelerate", "train.report_to=[nosuch]"),
+        "not a tracker the accelerate loop",
+    ),
+    Case(
+        "tracker-not-installed",
+        lambda c: c.train("train.report_to=[wandb]"),
+        "'wandb', which is not installed: pip install wandb",
+        missing_package="wandb",
+    ),
+    Case(
+        "tracker-not-installed-accelerate",
+        lambda c: c.train("train.loop=accelerate", "train.report_to=[wandb]"),
+        "pip install wandb",
+        missing_package="wandb",
+    ),
     # --- recipe files --------------------------------------------------------------------------------------------
     Case("recipe-missing", lambda c: ["train", str(c.tmp / "nope.yaml")], "does not exist"),
     Case("recipe-is-folder", lambda c: ["train", str(c.tmp)], "is a folder"),
@@ -340,6 +367,10 @@ def test_the_table_is_large_enough():
 @pytest.mark.parametrize("case", CASES, ids=[case.id for case in CASES])
 def test_bad_input_fails_in_one_line(case, finished, tiny_bert_dir, tmp_path, capsys, caplog, request):
     run, train_file, dev_file = finished
+    if case.gpu_absent and torch.cuda.is_available():
+        pytest.skip("a GPU is present")
+    if case.missing_package and importlib.util.find_spec(case.missing_package) is not None:
+        pytest.skip(f"{case.missing_package} is installed")
     resnet = request.getfixturevalue("tiny_resnet") if case.images else None
     ctx = Ctx(tmp_path, tiny_bert_dir, run, train_file, dev_file, resnet)
     argv = case.argv(ctx)
@@ -360,6 +391,51 @@ def test_bad_input_fails_in_one_line(case, finished, tiny_bert_dir, tmp_path, ca
     assert not (tmp_path / "fresh").exists()
     assert _snapshot(run) == before
     assert not list(run.parent.glob("*.incomplete")) and not list(tmp_path.glob("*.incomplete"))
+
+
+BEFORE_ANY_MODEL = (
+    "evaluate-unknown-split",
+    "predict-record-without-text",
+    "evaluate-columns-misnamed",
+    "fp16-on-cpu",
+    "tracker-unknown",
+    "tracker-not-installed-accelerate",
+    "override-bad-yaml",
+)
+"""Cases whose input alone shows the error: they must fail before a processor or model loads (issue 16)."""
+
+
+@pytest.mark.parametrize("case_id", BEFORE_ANY_MODEL)
+def test_what_the_input_alone_shows_fails_before_any_model_loads(case_id, finished, tiny_bert_dir, tmp_path, capsys,
+                                                                 monkeypatch):  # fmt: skip
+    import hftransfer.artifacts.saved as saved
+    from hftransfer.models.tasks import TextTask
+
+    def no_model(*args, **kwargs):
+        raise AssertionError("the model or data loaded before the input was checked")
+
+    monkeypatch.setattr(saved, "load_run", no_model)
+    monkeypatch.setattr(TextTask, "load_model", staticmethod(no_model))
+    monkeypatch.setattr(TextTask, "load_processor", staticmethod(no_model))
+    case = next(case for case in CASES if case.id == case_id)
+    if (case.gpu_absent and torch.cuda.is_available()) or (case.missing_package and importlib.util.find_spec(
+            case.missing_package) is not None):  # fmt: skip
+        pytest.skip("not a bad input on this machine")
+    run, train_file, dev_file = finished
+    assert main(case.argv(Ctx(tmp_path, tiny_bert_dir, run, train_file, dev_file))) == 2
+    assert case.expect.lower() in capsys.readouterr().err.lower()
+
+
+def test_no_trainable_parameters_is_one_line(finished, tiny_bert_dir, tmp_path, capsys, monkeypatch):
+    """A strategy that leaves nothing to train (only a broken plug-in or model can): one line, no step."""
+    from hftransfer.strategies.full.strategy import FullFineTuning
+
+    monkeypatch.setattr(FullFineTuning, "parameter_groups", lambda self, model, lr, wd: [])
+    run, train_file, dev_file = finished
+    assert main(Ctx(tmp_path, tiny_bert_dir, run, train_file, dev_file).train(fresh=True)) == 2
+    err = capsys.readouterr().err
+    assert "error: The full strategy left no trainable parameters" in err and "Traceback" not in err
+    assert not (tmp_path / "fresh").exists() and not list(tmp_path.glob("*.incomplete"))
 
 
 # --- unit tests: missing labels, drop_unlabelled, the max_length cap ----------------------------------------------

@@ -122,7 +122,9 @@ def test_an_alias_agreeing_with_its_key_is_fine(tmp_path):
 @pytest.mark.parametrize(
     ("override", "message"),
     [
-        ("epochs=1", r"Did you mean 'train\.epochs'"),
+        ("epochs=1", r"Did you mean 'train\.epochs'\? Keys live in their section"),
+        ("epoch=1", r"Did you mean 'train\.epochs'\?"),
+        ("batchsize=8", r"Did you mean 'train\.batch_size'\?"),
         ("train.num_train_epoch=1", r"Did you mean 'num_train_epochs' \(hftransfer's train\.epochs\)"),
         ("train.gradient_checkpointing=true", r"train\.trainer_args\.gradient_checkpointing=VALUE"),
         ("save_strategy=no", r"does not take: set train\.save_steps"),

@@ -37,4 +37,4 @@ def test_target_draws_depend_on_the_seed_and_never_share_images_between_splits(t
 def test_summary_reports_mean_and_sample_spread():
     stats = summarize({"a": [0.9, 0.8, 1.0], "b": [0.5]})
     assert stats["a"]["mean"] == pytest.approx(0.9) and stats["a"]["sd"] == pytest.approx(0.1)
-    assert stats["b"] == {"mean": 0.5, "sd": 0.0, "per_seed": [0.5]}
+    assert stats["b"] == {"mean": 0.5, "sd": None, "per_seed": [0.5]}  # no spread from one seed

@@ -588,7 +588,7 @@ def test_resumed_distillation_restores_the_projection_bit_identical(
 ):
     """A run resumed from a mid-run checkpoint ends bit-identical to the uninterrupted one: the projection's weights
     and optimizer state travel in the checkpoint (were they re-initialised, the student would drift)."""
-    common = (f"train.loop={loop}", "train.save_steps=5", "train.save_total_limit=20")
+    common = (f"train.loop={loop}", "train.save_steps=5", "train.save_total_limit=20", "train.keep_checkpoints=true")
     train(_recipe(narrow_student, teacher_dir, toy_files, tmp_path / "full", *common))
     checkpoint = tmp_path / "full" / "checkpoints" / "checkpoint-10"
     assert checkpoint.is_dir()

@@ -295,6 +295,30 @@ def test_adapter_push_records_the_base_model_and_merge_pushes_a_full_model(runs,
     assert set(hub_env.files()) == MODEL_FILES | COMMON_FILES
 
 
+def test_dry_run_of_a_local_base_adapter_warns_and_its_card_holds_no_local_path(runs, hub_env, tmp_path, caplog,
+                                                                                 capsys):  # fmt: skip
+    """The dry run says what the push would (a local base cannot be loaded by others); the staged card names no
+    absolute path (the tiny base lives in a temp folder, as a `pkg:` model lives in site-packages); weights are
+    linked, not copied; the card tells the truth about installing hftransfer."""
+    preview = tmp_path / "preview"
+    with caplog.at_level(logging.WARNING, logger="hftransfer"):
+        assert main(["push", str(runs["lora"]), "--repo-id", REPO, "--dry-run", str(preview)]) == 0
+    assert "base model is a local path" in caplog.text
+    card = (preview / "README.md").read_text()
+    assert str(runs["root"]) not in card and str(Path.home()) not in card and "site-packages" not in card
+    assert not re.search(r"(?<![\w.:/~-])/tmp/", card)
+    assert '"BASE_MODEL"' in card and "replace `BASE_MODEL`" in card
+    assert "pypi.org" not in card and "pip install hftransfer" not in card and "not on PyPI" in card
+    weights = preview / "adapter_model.safetensors"
+    assert weights.is_symlink() and weights.resolve() == (runs["lora"] / "adapter_model.safetensors").resolve()
+    assert not (preview / "adapter_config.json").is_symlink() and not (preview / "config.yaml").is_symlink()
+    assert "a link to" in capsys.readouterr().out
+    before = _digest(runs["lora"])
+    hub.dry_run(runs["lora"], preview, repo_id=REPO, base_model="google-bert/bert-base-uncased", replace=True)
+    assert _digest(runs["lora"]) == before  # rewriting staged files never writes through a link
+    assert "BASE_MODEL" not in (preview / "README.md").read_text()
+
+
 def test_merge_of_a_full_model_is_refused(runs, hub_env, capsys):
     assert main(["push", str(runs["full"]), "--repo-id", REPO, "--merge", "--dry-run"]) == 2
     assert "--merge is for adapter outputs" in capsys.readouterr().err

@@ -64,7 +64,7 @@ def _history(folder: Path) -> list[dict]:
 def _overrides(config) -> list[str]:
     t, d = config.train, config.data
     keys = ("epochs", "batch_size", "learning_rate", "logging_steps", "loop", "gradient_accumulation_steps",
-            "save_steps", "eval_steps", "precision", "output_dir")  # fmt: skip
+            "save_steps", "eval_steps", "precision", "output_dir", "keep_checkpoints")  # fmt: skip
     return [
         f"model.name_or_path={config.model.name_or_path}",
         f"data.train_file={d.train_file}",
@@ -81,6 +81,7 @@ def test_killed_cli_run_resumes_to_the_weights_of_an_uninterrupted_one(tiny_reci
         "train.gradient_accumulation_steps=2",
         "train.save_steps=2",
         "train.eval_steps=3",
+        "train.keep_checkpoints=true",  # the finished runs' checkpoints are compared below
     )
     full = train(tiny_recipe(*common, f"train.output_dir={tmp_path / 'full'}"))
     assert full["global_steps"] == 12
@@ -122,7 +123,8 @@ def test_killed_cli_run_resumes_to_the_weights_of_an_uninterrupted_one(tiny_reci
 
 
 def test_resume_from_a_checkpoint_path_mid_epoch(tiny_recipe, tmp_path):
-    common = ("train.loop=accelerate", "train.save_steps=3", "train.save_total_limit=10", "train.eval_steps=4")
+    common = ("train.loop=accelerate", "train.save_steps=3", "train.save_total_limit=10", "train.eval_steps=4",
+              "train.keep_checkpoints=true")  # fmt: skip
     full = train(tiny_recipe(*common, f"train.output_dir={tmp_path / 'full'}"))
     checkpoints = tmp_path / "full" / "checkpoints"
     assert [p.name for p in list_checkpoints(checkpoints)] == [f"checkpoint-{s}" for s in (3, 6, 9, 12, 15, 18, 21, 24)]
@@ -154,6 +156,7 @@ def test_early_stopping_restores_the_best_checkpoint(tiny_recipe, tmp_path):
         "train.best_metric=loss",
         "train.early_stopping_patience=2",
         "train.save_total_limit=1",
+        "train.keep_checkpoints=true",
     )
     results = train(config)
     history = json.loads((tmp_path / "out" / LOG_HISTORY_FILE).read_text())
@@ -203,7 +206,8 @@ def test_republishing_a_step_replaces_it_whole(tmp_path):
 
 def test_trainer_loop_honours_resume_from_and_early_stopping(tiny_recipe, tmp_path):
     """The same config keys drive the Trainer loop: exact resume from its checkpoint, early stop to the best."""
-    common = ("train.loop=trainer", "train.save_steps=3", "train.save_total_limit=10", "train.eval_steps=3")
+    common = ("train.loop=trainer", "train.save_steps=3", "train.save_total_limit=10", "train.eval_steps=3",
+              "train.keep_checkpoints=true")  # fmt: skip
     full = train(tiny_recipe(*common, f"train.output_dir={tmp_path / 'full'}"))
     start = tmp_path / "full" / "checkpoints" / "checkpoint-15"
     resumed = train(tiny_recipe(*common, f"train.output_dir={tmp_path / 'again'}", f"train.resume_from={start}"))
@@ -215,6 +219,7 @@ def test_trainer_loop_honours_resume_from_and_early_stopping(tiny_recipe, tmp_pa
         "train.eval_steps=1",
         "train.best_metric=loss",
         "train.early_stopping_patience=2",
+        "train.keep_checkpoints=true",
     )
     by_trainer = train(tiny_recipe(*early, "train.loop=trainer", f"train.output_dir={tmp_path / 'trainer'}"))
     by_accelerate = train(tiny_recipe(*early, "train.loop=accelerate", f"train.output_dir={tmp_path / 'accelerate'}"))
@@ -229,7 +234,8 @@ def test_trainer_loop_honours_resume_from_and_early_stopping(tiny_recipe, tmp_pa
 @pytest.mark.parametrize("loop", ["accelerate", "trainer"])
 def test_an_unusable_rng_file_stops_the_resume_unless_inexact_is_allowed(tiny_recipe, tmp_path, loop, caplog):
     """Accelerate and Trainer skip a bad RNG file with an INFO line and resume inexactly; we refuse, naming it."""
-    common = (f"train.loop={loop}", "train.epochs=1", "train.save_steps=3", "train.save_total_limit=10")
+    common = (f"train.loop={loop}", "train.epochs=1", "train.save_steps=3", "train.save_total_limit=10",
+              "train.keep_checkpoints=true")  # fmt: skip
     train(tiny_recipe(*common, f"train.output_dir={tmp_path / 'full'}"))
     checkpoint = tmp_path / "full" / "checkpoints" / "checkpoint-6"
     rng_file = checkpoint / ("random_states_0.pkl" if loop == "accelerate" else "rng_state.pth")

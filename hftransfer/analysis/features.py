@@ -185,4 +185,5 @@ def extract_features(
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
     model.to(device)
     collator = modality.collator(processor, data)
-    return dataset_outputs(model, encoded, collator, read, batch_size, device)
+    shown = name.rstrip("/").rsplit("/", 1)[-1] or name
+    return dataset_outputs(model, encoded, collator, read, batch_size, device, desc=f"features of {shown}")

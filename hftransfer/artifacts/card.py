@@ -37,6 +37,10 @@ CARD_METRICS = {
 }
 _AUTO_CLASSES = {"text-classification": "AutoModelForSequenceClassification"}
 _HUB_ID = re.compile(r"[A-Za-z0-9][\w.-]*(/[\w.-]+)?")
+_ABSOLUTE_PATH = re.compile(r"(?<![\w.:/~-])/(?:[^\s`'\"|()<>/]+/)*[^\s`'\"|()<>/]+")
+"""A POSIX absolute path in card text (not the path part of a URL, a ratio or a repo id)."""
+INSTALL_HINT = "hftransfer is not on PyPI: install it from its source repository (`pip install -e .` in a clone)"
+LOCAL_BASE = "BASE_MODEL"
 
 
 class CardError(UserError):
@@ -189,7 +193,21 @@ def render_model_card(folder: str | Path, *, model_ref: str | None = None, merge
         *_training_section(run),
         *_limitations(run, run.adapter is not None and not merged),
     ]
-    return header + "\n" + "\n".join(body)
+    text = header + "\n" + "\n".join(body)
+    return _without_local_paths(text, run) if looks_like_hub_id(model_ref) else text
+
+
+def _without_local_paths(text: str, run: _Run) -> str:
+    """A card for the hub names no local absolute path (a base or teacher folder, a `pkg:` model's site-packages
+    location): an adapter's local base becomes BASE_MODEL, which the card explains; other paths their last name."""
+    base = (run.adapter or {}).get("base_model_name_or_path")
+    if base and not looks_like_hub_id(base) and f'"{base}"' in text:
+        text = text.replace(f'"{base}"', f'"{LOCAL_BASE}"').replace(
+            "the base model is downloaded separately.",
+            f"the base model is downloaded separately. It was trained from a local copy of its base: replace "
+            f"`{LOCAL_BASE}` with that checkpoint's hub id (`hftransfer push --base-model ID` records it).",
+        )
+    return _ABSOLUTE_PATH.sub(lambda match: Path(match.group(0)).name, text)
 
 
 def write_model_card(folder: str | Path, *, model_ref: str | None = None, merged: bool = False) -> Path:
@@ -224,7 +242,7 @@ def _intro(run: _Run, name: str, merged: bool, base_model: str | None) -> list[s
         f"# {name}",
         "",
         f"`{base_ref}` fine-tuned for **{run.task}** on {_dataset_label(run.recipe)} with {how}, using "
-        f"[hftransfer](https://pypi.org/project/hftransfer/) {results.get('versions', {}).get('hftransfer', '')}.",
+        f"hftransfer {results.get('versions', {}).get('hftransfer', '')} ({INSTALL_HINT}).",
         "",
         f"It predicts one of {len(run.labels)} classes: " + ", ".join(f"`{label}`" for label in run.labels) + ". "
         f"On the evaluation set ({examples} examples) it reaches accuracy **{_fmt(evaluation['accuracy'])}**"

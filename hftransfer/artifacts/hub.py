@@ -42,6 +42,8 @@ UPLOAD_SUBFOLDERS = ("onnx",)
 """Subfolders published with the model; others (checkpoints/, runs/) stay local."""
 SKIPPED_FILES = {"training_args.bin", "optimizer.pt", "scheduler.pt", "trainer_state.json", ".gitignore"}
 SKIPPED_SUFFIXES = (".tmp", ".lock", ".incomplete", ".pth")
+WEIGHT_SUFFIXES = (".safetensors", ".onnx", ".onnx_data", ".bin")
+"""Files a dry run links rather than copies (the model's weights: large, and never rewritten by staging)."""
 NETWORK_ERRORS = (_httpx.TransportError, ConnectionError, TimeoutError)
 
 
@@ -93,11 +95,13 @@ def stage_upload(
     repo_id: str | None = None,
     merge: bool = False,
     base_model: str | None = None,
+    link_weights: bool = False,
 ) -> list[str]:
     """Write into `staging` exactly the files a push uploads, and return their relative paths.
 
     `merge` folds an adapter into its base model; `base_model` (a hub id) replaces a local base path
-    in the staged adapter config and card, so the published adapter loads anywhere.
+    in the staged adapter config and card, so the published adapter loads anywhere. `link_weights` (dry runs)
+    stages weight files, which staging never rewrites, as symbolic links to the output folder's instead of copies.
     """
     output_dir, staging = Path(output_dir), Path(staging)
     if not output_dir.exists():
@@ -119,7 +123,10 @@ def stage_upload(
             if relative == CARD_FILE:
                 continue  # regenerated below for the repo
             (staging / relative).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(output_dir / relative, staging / relative)
+            if link_weights and relative.endswith(WEIGHT_SUFFIXES):
+                (staging / relative).symlink_to((output_dir / relative).resolve())
+            else:
+                shutil.copy2(output_dir / relative, staging / relative)
         mark_output_folder(staging)  # a folder written before folders were marked gets marked in the copy
     if base_model:
         _record_base_model(staging, base_model, rewrite_adapter=adapter and not merge)
@@ -167,7 +174,8 @@ def dry_run(
         if not replace:
             raise HubError(f"{target} exists and is not empty; choose an empty folder for the dry run.")
         shutil.rmtree(target)
-    return stage_upload(output_dir, target, repo_id=repo_id, merge=merge, base_model=base_model)
+    base_model = _checked_base_model(output_dir, base_model, merge)  # what the push would record, and its warning
+    return stage_upload(output_dir, target, repo_id=repo_id, merge=merge, base_model=base_model, link_weights=True)
 
 
 def resolve_base_model(output_dir: str | Path, base_model: str | None = None) -> str | None:
@@ -181,6 +189,18 @@ def resolve_base_model(output_dir: str | Path, base_model: str | None = None) ->
     adapter_file = output_dir / ADAPTER_CONFIG_FILE
     adapter = json.loads(adapter_file.read_text()) if adapter_file.is_file() else None
     return base_model_id(recipe, adapter)
+
+
+def _checked_base_model(output_dir: str | Path, base_model: str | None, merge: bool) -> str | None:
+    """The base model's hub id (`resolve_base_model`); an adapter pushed without one gets a warning, in a push and
+    in its dry run alike, since others cannot load a local base."""
+    base_model = resolve_base_model(output_dir, base_model)
+    if is_adapter_folder(output_dir) and not merge and not base_model:
+        logger.warning(
+            "The adapter's base model is a local path; others cannot load it, and the card will show BASE_MODEL "
+            "in its place. Pass --base-model <hub id> (or set hub.base_model in the recipe) to record it on the hub."
+        )
+    return base_model
 
 
 def push(
@@ -209,12 +229,7 @@ def push(
         )
     if constants.is_offline_mode():
         raise HubError("HF_HUB_OFFLINE is set, so nothing can be uploaded; unset it and push again.")
-    base_model = resolve_base_model(output_dir, base_model)
-    if is_adapter_folder(output_dir) and not merge and not base_model:
-        logger.warning(
-            "The adapter's base model is a local path; others cannot load it. Pass --base-model <hub id> "
-            "(or set hub.base_model in the recipe) to record the base model on the hub."
-        )
+    base_model = _checked_base_model(output_dir, base_model, merge)
     api = HfApi(endpoint=endpoint, token=token)
     with tempfile.TemporaryDirectory(prefix="hftransfer-push-") as tmp:
         staging = Path(tmp)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import shutil
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -60,8 +61,33 @@ def staging_dir(output_dir: str | Path, overwrite: bool, resume: bool = False) -
     return work
 
 
+def drop_checkpoints(work: Path, keep: bool) -> None:
+    """A finished run's `checkpoints/`: removed unless `keep` (`train.keep_checkpoints`), and never left empty."""
+    folder = work / CHECKPOINTS_DIR
+    if folder.is_dir() and (not keep or not any(folder.iterdir())):
+        shutil.rmtree(folder)
+
+
+def default_modes() -> tuple[int, int]:
+    """The modes a plain `open()` and `mkdir()` give under this process's umask: (file, folder)."""
+    umask = os.umask(0o022)
+    os.umask(umask)
+    return 0o666 & ~umask, 0o777 & ~umask
+
+
+def normalize_permissions(folder: Path) -> None:
+    """Every file and folder we publish gets the modes normal files get (libraries that write through a temporary
+    file leave 0600 behind: `model.safetensors` next to 0644 files); links are left alone."""
+    file_mode, folder_mode = default_modes()
+    for path in [folder, *folder.rglob("*")]:
+        if not path.is_symlink():
+            path.chmod(folder_mode if path.is_dir() else file_mode)
+
+
 def publish(work: Path, output_dir: str | Path) -> Path:
-    """Swap the finished run into place; an earlier folder is removed only after the swap succeeded."""
+    """Swap the finished run into place; an earlier folder is removed only after the swap succeeded. Every file
+    gets the default permissions first (`normalize_permissions`)."""
+    normalize_permissions(work)
     target = Path(output_dir)
     retired = target.with_name(target.name + ".replaced")
     if target.exists():
@@ -81,7 +107,9 @@ def write_json(path: str | Path, payload: Any) -> None:
 
 
 def folder_size_bytes(folder: str | Path, pattern: str = "*.safetensors") -> int:
-    return sum(p.stat().st_size for p in Path(folder).rglob(pattern))
+    """Bytes of the model's weight files in an output folder (its `checkpoints/` left out)."""
+    folder = Path(folder)
+    return sum(p.stat().st_size for p in folder.rglob(pattern) if p.relative_to(folder).parts[0] != CHECKPOINTS_DIR)
 
 
 def resumable_checkpoints(work: Path) -> list[Path]:

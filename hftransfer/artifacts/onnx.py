@@ -32,6 +32,7 @@ from hftransfer.artifacts.layout import (
     write_json,
 )
 from hftransfer.artifacts.saved import SavedRun, load_run
+from hftransfer.console import progress
 from hftransfer.data.loaders import eval_loader
 from hftransfer.errors import UserError
 from hftransfer.evaluation.inference import dataset_logits
@@ -111,7 +112,7 @@ def export_onnx(
             opset_version=opset,
         )
     session = ort.InferenceSession(str(work / ONNX_FILE), providers=["CPUExecutionProvider"])
-    expected = dataset_logits(model, rows, collator, batch_size=32, device="cpu")
+    expected = dataset_logits(model, rows, collator, batch_size=32, device="cpu", desc="onnx check: torch")
     got = _onnx_logits(session, rows, collator, input_names)
     diff = float(np.abs(expected - got).max())
     same = bool((expected.argmax(-1) == got.argmax(-1)).all())
@@ -148,7 +149,8 @@ def _check_rows(run: SavedRun, limit: int) -> Dataset:
 
 def _onnx_logits(session, rows: Dataset, collator, input_names: list[str]) -> np.ndarray:
     loader = eval_loader(rows, collator, 32)
-    chunks = [session.run(["logits"], {n: batch[n].numpy() for n in input_names})[0] for batch in loader]
+    batches = progress(loader, desc="onnx check: onnxruntime")
+    chunks = [session.run(["logits"], {n: batch[n].numpy() for n in input_names})[0] for batch in batches]
     logits = np.concatenate(chunks)
     restored = np.empty_like(logits)
     restored[np.asarray(loader.row_order)] = logits

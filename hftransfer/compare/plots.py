@@ -1,4 +1,4 @@
-"""PNG plots of a comparison (matplotlib is optional: `pip install 'hftransfer[report]'`)."""
+"""PNG plots of a comparison (matplotlib is optional: `pip install matplotlib`)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from pathlib import Path
 
 ACCURACY_PLOT = "accuracy_vs_params.png"
 CURVES_PLOT = "learning_curves.png"
-MISSING_NOTE = "Plots skipped: matplotlib is not installed. `pip install 'hftransfer[report]'` and run compare again."
+MISSING_NOTE = "Plots skipped: matplotlib is not installed. `pip install matplotlib` and run compare again."
 
 
 def plots_available() -> bool:

@@ -19,6 +19,7 @@ from hftransfer.compare.plan import CompareError, RunPlan, Variant, config_diffe
 from hftransfer.compare.plots import MISSING_NOTE, curve_gaps, plots_available, write_plots
 from hftransfer.compare.report import RunRow, build_report, markdown
 from hftransfer.config.recipe import load_config, save_config
+from hftransfer.console import progress
 from hftransfer.strategies import strategy_class
 
 logger = logging.getLogger("hftransfer")
@@ -50,7 +51,7 @@ def run_comparison(
     work.mkdir(parents=True, exist_ok=True)
 
     trained: set[str] = set()
-    for plan in plans:
+    for plan in progress(plans, desc="compare", unit="run", min_steps=1, leave=True):
         stale = [d for d in plan.depends_on if d in trained]
         if is_finished(plan.output_dir):
             if not stale:

@@ -302,6 +302,9 @@ def unknown_key_hint(full: str, key: str, cls: type) -> str:
     section = full.rpartition(".")[0]
     if not section:
         homes = [f"{name}.{key}" for name, tp in fields.items() if is_schema(tp) and key in schema_fields(tp)]
+        nested = {f"{name}.{sub}": sub for name, tp in fields.items() if is_schema(tp) for sub in schema_fields(tp)}
+        close = difflib.get_close_matches(key, list(nested.values()), n=1, cutoff=0.8)  # `epoch=1`: a near miss
+        homes = homes or [full_key for full_key, sub in nested.items() if close and sub == close[0]]
         if homes:
             return f" Did you mean {' or '.join(repr(h) for h in homes)}? Keys live in their section."
     hf_level = section in ("", "train")

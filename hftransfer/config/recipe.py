@@ -131,6 +131,9 @@ class TrainConfig:
     """Write a checkpoint every N steps; by default only the final model is written."""
     save_total_limit: int = 2
     """Checkpoints kept (the newest ones, plus the best one when `load_best_at_end` is on)."""
+    keep_checkpoints: bool = False
+    """Keep `checkpoints/` in the finished output folder (to resume from or continue it later); by default a
+    finished run drops them. An interrupted run always keeps its checkpoints for `resume_from`."""
     resume_from: str | None = None
     """`latest`: the newest checkpoint of this output_dir's interrupted run (a fresh start if none); or a folder."""
     allow_inexact_resume: bool = False
@@ -310,9 +313,23 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
         key, sep, raw = item.partition("=")
         if not sep or not key:
             raise ConfigError(f"Override '{item}' is not of the form key.sub=value.")
-        pairs.append((key.strip(), yaml.safe_load(raw) if raw != "" else None))
+        pairs.append((key.strip(), _override_value(item, raw)))
     apply_overrides(tree, pairs, RunConfig, set_dotted)
     return from_dict(RunConfig, tree)
+
+
+def _override_value(item: str, raw: str) -> Any:
+    """The YAML value of one override; a syntax error (`train.epochs=[1`) is a ConfigError naming it."""
+    if raw == "":
+        return None
+    try:
+        return yaml.safe_load(raw)
+    except yaml.YAMLError as err:
+        problem = getattr(err, "problem", None) or type(err).__name__
+        raise ConfigError(
+            f"Override '{item}': the value is not valid YAML ({problem}); fix it, or put text in YAML quotes: "
+            f"{item.partition('=')[0]}='{raw}'."
+        ) from err
 
 
 def save_config(config: RunConfig, path: str | Path) -> None:

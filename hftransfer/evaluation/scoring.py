@@ -15,46 +15,70 @@ from hftransfer.models.tasks import get_task
 
 if TYPE_CHECKING:
     from hftransfer.artifacts.saved import SavedRun
+    from hftransfer.config.recipe import RunConfig
 
 
-def encode_run_split(run: SavedRun, split: str = "validation", file: str | None = None) -> Dataset:
-    """Model-ready rows of a split of the run's recipe data, or of another labelled file, encoded as the run was."""
+def split_rows(config: RunConfig, split: str = "validation") -> Dataset:
+    """The raw rows of a split of a run's recipe data; an unknown split is a DataError (no model needed)."""
+    # A recipe's own validation file needs no train split (a run that trained on a source only has none).
+    held_out = split == "validation" and not (config.data.validation_file or config.data.validation_dir)
+    splits = get_task(config.task).load_splits(config.data, need_train=split == "train" or held_out)
+    if split not in splits:
+        raise DataError(f"No '{split}' split in the recipe's data; it has {sorted(splits)}.")
+    return splits[split]
+
+
+def encode_run_split(
+    run: SavedRun, split: str = "validation", file: str | None = None, rows: Dataset | None = None
+) -> Dataset:
+    """Model-ready rows of a split of the run's recipe data (`rows`: that split's raw rows, already read), or of
+    another labelled file, encoded as the run was."""
     data_config = run.config.data
     task = get_task(run.config.task)
     if file is not None:
         raw = task.load_file(file, data_config)
         name = file
     else:
-        # A recipe's own validation file needs no train split (a run that trained on a source only has none).
-        held_out = split == "validation" and not (data_config.validation_file or data_config.validation_dir)
-        splits = task.load_splits(data_config, need_train=split == "train" or held_out)
-        if split not in splits:
-            raise DataError(f"No '{split}' split in the recipe's data; it has {sorted(splits)}.")
-        raw, name = splits[split], split
+        raw, name = (rows if rows is not None else split_rows(run.config, split)), split
     return task.encode_split(raw, run.labels, data_config, name, run.tokenizer)
 
 
-def evaluate_run(run: SavedRun, split: str = "validation", file: str | None = None, batch_size: int = 64) -> dict:
-    """Metrics of the saved model on a split of its recipe's data, or on another labelled file."""
-    encoded = encode_run_split(run, split, file)
+def evaluate_run(
+    run: SavedRun, split: str = "validation", file: str | None = None, batch_size: int = 64, rows: Dataset | None = None
+) -> dict:
+    """Metrics of the saved model on a split of its recipe's data (`rows`: its raw rows when already read), or on
+    another labelled file."""
+    encoded = encode_run_split(run, split, file, rows)
     collator = get_task(run.config.task).collator(run.tokenizer, run.config.data)
-    logits = dataset_logits(run.model, encoded, collator, batch_size)
+    logits = dataset_logits(run.model, encoded, collator, batch_size, desc="evaluate")
     return classification_metrics(encoded["labels"], logits, label_names=run.labels.names)
 
 
-def predict_records(run: SavedRun, records: Iterable[str | dict], batch_size: int = 64) -> Iterator[dict]:
+def prediction_inputs(config: RunConfig, records: Iterable[str | dict]) -> tuple[Dataset, list[dict]]:
+    """Raw rows for `predict` and what each output line repeats; records lacking the run's inputs are a DataError,
+    found from the recipe alone (before the model loads)."""
+    return get_task(config.task).prediction_rows(records, config.data)
+
+
+def predict_records(
+    run: SavedRun,
+    records: Iterable[str | dict],
+    batch_size: int = 64,
+    inputs: tuple[Dataset, list[dict]] | None = None,
+) -> Iterator[dict]:
     """Label new inputs: texts (plain strings, or dicts holding the recipe's text columns for sentence pairs), or
     for image runs image paths and folders (or dicts with an `image` path).
 
-    Yields one JSON-ready record per input: the input, the label, its id and every class's probability.
+    Yields one JSON-ready record per input: the input, the label, its id and every class's probability. `inputs`:
+    `prediction_inputs` of the records, when the caller checked them before loading the model.
     """
     task = get_task(run.config.task)
-    rows, shown = task.prediction_rows(records, run.config.data)
+    rows, shown = inputs if inputs is not None else prediction_inputs(run.config, records)
     if not len(rows):
         return
     encoded = task.encode_inputs(rows, run.config.data, "predict", run.tokenizer)
     collator = task.collator(run.tokenizer, run.config.data)
-    probabilities = softmax(dataset_logits(run.model, encoded, collator, batch_size))
+    probabilities = softmax(dataset_logits(run.model, encoded, collator, batch_size, desc="predict"))
     for row, probs in zip(shown, probabilities, strict=True):
         best = int(np.argmax(probs))
         yield {

@@ -9,6 +9,7 @@ from torch import nn
 from transformers import get_scheduler
 
 from hftransfer.config.recipe import TrainConfig
+from hftransfer.errors import UserError
 from hftransfer.strategies.base import Strategy
 
 
@@ -16,7 +17,9 @@ def build_optimizer(strategy: Strategy, model: nn.Module, config: TrainConfig) -
     """AdamW over the strategy's parameter groups; fused kernels (one pass over all params) where torch has them."""
     groups = strategy.parameter_groups(model, config.learning_rate, config.weight_decay)
     if not groups:
-        raise ValueError("The strategy left no trainable parameters; check its configuration.")
+        raise UserError(
+            f"The {strategy.name} strategy left no trainable parameters in this model; check strategy.{strategy.name}."
+        )
     device = next(p.device for g in groups for p in g["params"])
     fused = device.type in ("cpu", "cuda")
     return torch.optim.AdamW(groups, lr=config.learning_rate, fused=fused)

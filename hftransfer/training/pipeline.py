@@ -14,7 +14,14 @@ from datasets import DatasetDict
 from transformers import PreTrainedModel, set_seed
 
 from hftransfer.artifacts.client import mark_output_folder
-from hftransfer.artifacts.layout import RECIPE_FILE, cleanup_failed_run, folder_size_bytes, publish, staging_dir
+from hftransfer.artifacts.layout import (
+    RECIPE_FILE,
+    cleanup_failed_run,
+    drop_checkpoints,
+    folder_size_bytes,
+    publish,
+    staging_dir,
+)
 from hftransfer.artifacts.results import RunResults
 from hftransfer.artifacts.saved import write_labels
 from hftransfer.config.recipe import RunConfig, save_config
@@ -30,7 +37,7 @@ from hftransfer.models.tasks import Task, get_task, resolve_task
 from hftransfer.strategies import Strategy, build_strategy, strategy_class
 from hftransfer.training.loops import LOOPS
 from hftransfer.training.loops.common import LoopResult
-from hftransfer.training.runtime import resolve_runtime
+from hftransfer.training.runtime import check_train_setup, reported_by_main_process, resolve_runtime
 
 logger = logging.getLogger("hftransfer")
 
@@ -69,8 +76,13 @@ class Finished:
 
 
 def prepare(config: RunConfig, given: Given | None = None) -> Prepared:
-    """Resolve the task, load processor and data, load the model and hand both to the strategy."""
-    given = given or Given()
+    """Resolve the task, load processor and data, load the model and hand both to the strategy (what loading
+    reports, only the main process of `accelerate launch` says)."""
+    with reported_by_main_process():
+        return _prepare(config, given or Given())
+
+
+def _prepare(config: RunConfig, given: Given) -> Prepared:
     set_seed(config.train.seed)
     config = resolve_task(config, given.model)  # `task: auto` -> the modality, recorded in the saved recipe
     task = get_task(config.task)
@@ -113,6 +125,7 @@ def train(config: RunConfig, given: Given | None = None) -> dict:
 
 def run_pipeline(config: RunConfig, given: Given | None = None) -> Finished:
     """`train`, also handing back what trained and the trained model (for `hftransfer.finetune`)."""
+    check_train_setup(config.train)  # fp16 on a CPU, a tracker not installed: before anything loads
     if given is None or (given.model is None and given.strategy is None):  # in-memory ones have no location
         check_run_locations(config)  # a missing model folder or uncached Hub id fails before any folder is made
     work = staging_dir(config.train.output_dir, config.train.overwrite_output_dir, config.train.resume_from is not None)
@@ -141,6 +154,7 @@ def _train_in(config: RunConfig, work: Path, given: Given | None) -> Finished:
         results.test = _score(run, outcome.model, run.data.test, collator)
     results.write(work)
     _write_card(work, run.config.train.output_dir)
+    drop_checkpoints(work, run.config.train.keep_checkpoints)
     publish(work, run.config.train.output_dir)
     payload = results.to_json()
     if run.config.hub.push:

@@ -140,7 +140,8 @@ class DistillStrategy(Strategy):
         batch_size = config.train.eval_batch_size
 
         started = time.perf_counter()
-        eval_logits = dataset_logits(self.teacher, teacher_data.validation, teacher_collator, batch_size, device, dtype)
+        eval_logits = dataset_logits(self.teacher, teacher_data.validation, teacher_collator, batch_size, device, dtype,
+                                     desc="teacher on validation")  # fmt: skip
         teacher_eval = classification_metrics(data.validation["labels"], eval_logits, label_names=data.labels.names)
         self._report = {"teacher_eval": teacher_eval, "teacher_eval_runtime_s": time.perf_counter() - started}
         if self.config.check_teacher:

@@ -36,5 +36,7 @@ def cache_teacher_logits(
     device: torch.device | str | None = None,
     autocast_dtype: torch.dtype | None = None,
 ) -> Dataset:
-    logits = dataset_logits(teacher, dataset, collate_fn, batch_size, device=device, autocast_dtype=autocast_dtype)
+    logits = dataset_logits(
+        teacher, dataset, collate_fn, batch_size, device=device, autocast_dtype=autocast_dtype, desc="teacher logits"
+    )
     return with_teacher_logits(dataset, logits)

@@ -18,6 +18,8 @@ import logging
 import math
 import shutil
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -25,15 +27,14 @@ import torch
 from accelerate import Accelerator
 from accelerate.data_loader import prepare_data_loader
 from accelerate.state import AcceleratorState
-from accelerate.utils import LoggerType, ProjectConfiguration, set_seed
-from tqdm.auto import tqdm
+from accelerate.utils import ProjectConfiguration, set_seed
 
 from hftransfer.artifacts.layout import CHECKPOINTS_DIR, LOG_HISTORY_FILE, write_json
 from hftransfer.config.recipe import RunConfig, TrainConfig
 from hftransfer.config.schema import to_dict
+from hftransfer.console import progress
 from hftransfer.data import PreparedData
 from hftransfer.data.loaders import eval_loader, train_loader
-from hftransfer.errors import UserError
 from hftransfer.strategies.base import Strategy
 from hftransfer.training.checkpoints import (
     Progress,
@@ -52,6 +53,7 @@ from hftransfer.training.loops.common import (
     with_trainable_modules,
 )
 from hftransfer.training.optim import build_optimizer, build_scheduler
+from hftransfer.training.runtime import check_trackers
 
 logger = logging.getLogger("hftransfer")
 
@@ -95,7 +97,7 @@ def make_accelerator(train: TrainConfig, precision: str, work_dir: Path) -> Acce
         mixed_precision="no" if precision == "fp32" else precision,
         gradient_accumulation_steps=train.gradient_accumulation_steps,
         step_scheduler_with_optimizer=False,  # the schedule is built per process and stepped once per update
-        log_with=_trackers(train.report_to),
+        log_with=check_trackers(train.report_to, "accelerate"),
         project_config=ProjectConfiguration(project_dir=str(work_dir), logging_dir=str(work_dir / "logs")),
     )
 
@@ -164,7 +166,8 @@ class AccelerateLoop:
         check_rng_state(
             found, "accelerate", accelerator.process_index, accelerator.num_processes, train.allow_inexact_resume
         )
-        accelerator.load_state(str(found))
+        with quiet_accelerate_state_io():
+            accelerator.load_state(str(found))
         self.progress = Progress.load(found)
         p = self.progress
         logger.info("Resuming from %s (step %d, epoch %d, batch %d)", found, p.global_step, p.epoch, p.batches_done)
@@ -201,18 +204,16 @@ class AccelerateLoop:
             logger.warning("The best checkpoint %s is gone; keeping the last weights", best)
             return
         logger.info("Restoring the best weights (%s=%.4f at step %d)", train.best_metric, p.best_value, p.best_step)
-        self.accelerator.load_state(str(best))
+        with quiet_accelerate_state_io():
+            self.accelerator.load_state(str(best))
 
     # --- an epoch -----------------------------------------------------------------------------------------------
 
     def train_epoch(self, epoch: int) -> bool:
         """One epoch from where the progress stands; True when training is over (last step or early stop)."""
         if self.bar is None:
-            self.bar = tqdm(
-                total=self.total_steps,
-                initial=self.progress.global_step,
-                desc="train",
-                disable=not self.accelerator.is_local_main_process,
+            self.bar = progress(
+                total=self.total_steps, initial=self.progress.global_step, desc="train", unit="step", leave=True
             )
         if self.progress.global_step >= self.total_steps:
             return True
@@ -324,29 +325,32 @@ def save_checkpoint(accelerator: Accelerator, folder: Path, progress: Progress, 
     if accelerator.is_main_process and staged.exists():
         shutil.rmtree(staged)
     accelerator.wait_for_everyone()
-    accelerator.save_state(str(staged))  # every process writes its RNG state; the main one the rest
+    with quiet_accelerate_state_io():
+        accelerator.save_state(str(staged))  # every process writes its RNG state; the main one the rest
     accelerator.wait_for_everyone()
     final = folder / f"checkpoint-{progress.global_step}"
     if accelerator.is_main_process:
         progress.save(staged)
         publish_checkpoint(staged, folder, progress.global_step)
-        prune_checkpoints(folder, keep, protect)
+        pruned = prune_checkpoints(folder, keep, protect)
+        logger.info("Saved %s%s", final.name, f" (removed {', '.join(p.name for p in pruned)})" if pruned else "")
     accelerator.wait_for_everyone()
     return final
 
 
-def _trackers(names: list[str]) -> list[str] | None:
-    """Accelerate tracker names, checked up front so a missing package fails before any training."""
-    from accelerate.utils import imports
-
-    valid = [t.value for t in LoggerType]
-    for name in names:
-        if name not in valid:
-            raise UserError(f"train.report_to '{name}' is not a tracker Accelerate supports; choose from {valid}.")
-        available = getattr(imports, f"is_{name}_available", None)
-        if available is not None and not available():
-            raise UserError(f"train.report_to names '{name}', which is not installed: pip install {name}")
-    return list(names) or None
+@contextmanager
+def quiet_accelerate_state_io() -> Iterator[None]:
+    """Accelerate logs an INFO line per state file it saves or loads (five or more per checkpoint); the loop says
+    what happened in one line of its own, so those are held back to warnings while a state is written or read."""
+    loggers = [logging.getLogger(name) for name in ("accelerate.accelerator", "accelerate.checkpointing")]
+    levels = [each.level for each in loggers]
+    for each in loggers:
+        each.setLevel(max(each.getEffectiveLevel(), logging.WARNING))
+    try:
+        yield
+    finally:
+        for each, level in zip(loggers, levels, strict=True):
+            each.setLevel(level)
 
 
 def _tracker_config(config: RunConfig, strategy: Strategy) -> dict:
