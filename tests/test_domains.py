@@ -136,7 +136,8 @@ def test_l2sp_off_is_plain_finetuning_and_on_pulls_toward_the_start(no_dropout_b
 
 
 def _resume_pair(recipe, tmp_path: Path, loop: str, extra: tuple[str, ...], name: str = "run") -> dict:
-    common = (f"train.loop={loop}", "train.max_steps=6", "train.save_steps=3", "train.save_total_limit=10", *extra)
+    common = (f"train.loop={loop}", "train.max_steps=6", "train.save_steps=3", "train.save_total_limit=10",
+              "train.keep_checkpoints=true", *extra)  # fmt: skip
     full = train(recipe(*common, f"train.output_dir={tmp_path / f'{name}-full'}"))
     start = tmp_path / f"{name}-full" / "checkpoints" / "checkpoint-3"
     resumed = train(recipe(*common, f"train.output_dir={tmp_path / f'{name}-again'}", f"train.resume_from={start}"))

@@ -307,7 +307,8 @@ def test_dry_run_of_a_local_base_adapter_warns_and_its_card_holds_no_local_path(
     card = (preview / "README.md").read_text()
     assert str(runs["root"]) not in card and str(Path.home()) not in card and "site-packages" not in card
     assert not re.search(r"(?<![\w.:/~-])/tmp/", card)
-    assert '"BASE_MODEL"' in card and "replace `BASE_MODEL`" in card
+    assert "adapter weights (and the trained head) for `BASE_MODEL`" in card and "replace `BASE_MODEL`" in card
+    assert "base_model:" not in card.split("---")[1]  # no hub id to record, and never the repo itself
     assert "pypi.org" not in card and "pip install hftransfer" not in card and "not on PyPI" in card
     weights = preview / "adapter_model.safetensors"
     assert weights.is_symlink() and weights.resolve() == (runs["lora"] / "adapter_model.safetensors").resolve()

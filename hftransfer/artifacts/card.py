@@ -23,6 +23,7 @@ from hftransfer.artifacts.saved import read_labels
 from hftransfer.config.recipe import DataConfig, RunConfig, load_config
 from hftransfer.config.schema import to_dict
 from hftransfer.errors import UserError
+from hftransfer.models.remote_code import BASE_MODEL_KEY
 from hftransfer.strategies.base import Strategy
 from hftransfer.strategies.registry import strategy_class
 
@@ -84,7 +85,16 @@ def _read(folder: Path) -> _Run:
     names = list(labels.names) if labels is not None else results.get("labels", [])
     adapter_file = folder / ADAPTER_CONFIG_FILE
     adapter = json.loads(adapter_file.read_text()) if adapter_file.is_file() else None
+    true_base = _marked_base(folder)
+    if adapter is not None and true_base:  # a staged upload names the repo as its own base (artifacts.client)
+        adapter = {**adapter, "base_model_name_or_path": true_base}
     return _Run(results, recipe, [str(name) for name in names], adapter)
+
+
+def _marked_base(folder: Path) -> str | None:
+    """The adapter's true base, as a staged upload's config.json records it (`point_adapter_at_repo`)."""
+    config_file = folder / "config.json"
+    return json.loads(config_file.read_text()).get(BASE_MODEL_KEY) if config_file.is_file() else None
 
 
 def base_model_id(recipe: RunConfig, adapter: dict | None = None) -> str | None:
@@ -201,12 +211,12 @@ def _without_local_paths(text: str, run: _Run) -> str:
     """A card for the hub names no local absolute path (a base or teacher folder, a `pkg:` model's site-packages
     location): an adapter's local base becomes BASE_MODEL, which the card explains; other paths their last name."""
     base = (run.adapter or {}).get("base_model_name_or_path")
-    if base and not looks_like_hub_id(base) and f'"{base}"' in text:
-        text = text.replace(f'"{base}"', f'"{LOCAL_BASE}"').replace(
-            "the base model is downloaded separately.",
-            f"the base model is downloaded separately. It was trained from a local copy of its base: replace "
-            f"`{LOCAL_BASE}` with that checkpoint's hub id (`hftransfer push --base-model ID` records it).",
-        )
+    if base and not looks_like_hub_id(base) and f"`{base}`" in text:
+        text = text.replace(f"`{base}`, which is downloaded separately (`pip install peft`)", (
+            f"`{LOCAL_BASE}`, a local copy of a base model that others cannot download: push again with "
+            f"`hftransfer push --base-model ID`, ID that checkpoint's hub id, or replace `{LOCAL_BASE}` "
+            "(`hftransfer_base_model` in config.json) with it (`pip install peft`)"
+        )).replace(f"`{base}`", f"`{LOCAL_BASE}`")  # fmt: skip
     return _ABSOLUTE_PATH.sub(lambda match: Path(match.group(0)).name, text)
 
 
