@@ -16,6 +16,7 @@ Methods (each a recipe plus overrides; `{...}` are this seed's files):
 - joint λ: one run, L_s + λ·L_t, the source as the main stream with a target batch every step.
 - joint + L2-SP: joint λ=1 with α = β = 0.01 toward the pretrained weights.
 - DANN: the source with a gradient-reversal domain classifier against the unlabelled pool; no target label.
+  Its reversal weight ramps to `domain.adversarial_weight` (1, Ganin et al.'s maximum; and 0.1).
 - 5-fold CV: `hftransfer cv` of target only on the 100 rows (the spread a user with only those rows sees).
 
 Prints mean ± sd (over seeds) target accuracy per method and the difference to target only.
@@ -79,6 +80,16 @@ METHODS: dict[str, tuple[list[str], str | None]] = {
             "domain.source_file={source}",
             "domain.unlabelled_target_file={pool}",
             "domain.adversarial_weight=1",
+            *SOURCE,
+        ],
+        None,
+    ),
+    "DANN λmax=0.1 (no target labels)": (
+        [
+            "data.train_file=null",
+            "domain.source_file={source}",
+            "domain.unlabelled_target_file={pool}",
+            "domain.adversarial_weight=0.1",
             *SOURCE,
         ],
         None,
