@@ -7,6 +7,7 @@ spec resolves on any machine) and puts the adapter on it.
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -146,7 +147,9 @@ class LoraFineTuning(Strategy):
     def prepare(self, model: nn.Module) -> nn.Module:
         from peft import get_peft_model
 
-        return get_peft_model(model, self.peft_config(model))
+        with warnings.catch_warnings():  # peft reads transformers' deprecated alias; not the user's concern
+            warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
+            return get_peft_model(model, self.peft_config(model))
 
     def save(self, model: nn.Module, output_dir: str | Path) -> None:
         """Adapter + head only; the recipe (written by the pipeline) names the base model."""
