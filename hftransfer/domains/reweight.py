@@ -12,7 +12,6 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 import numpy as np
-import torch
 from datasets import Dataset
 from torch import nn
 
@@ -20,32 +19,21 @@ from hftransfer.config.recipe import DomainConfig, TrainConfig
 from hftransfer.data.prepared import AUGMENT_COLUMN
 from hftransfer.domains.data import ROW_WEIGHT
 from hftransfer.domains.layers import FeatureTap, classifier_head
+from hftransfer.evaluation.inference import dataset_outputs
 
 if TYPE_CHECKING:
     from hftransfer.data import PreparedData
 
-MODEL_INPUTS = ("input_ids", "attention_mask", "token_type_ids", "pixel_values")
 
-
-@torch.no_grad()
 def pooled_features(model: nn.Module, rows: Dataset, collator: Callable, batch_size: int) -> np.ndarray:
     """The pooled representation the model's head reads, for every row (eval mode, no augmentation)."""
     if AUGMENT_COLUMN in rows.column_names:
         rows = rows.remove_columns(AUGMENT_COLUMN)
     tap = FeatureTap(classifier_head(model))
-    was_training = model.training
-    model.eval()
-    device = next(model.parameters()).device
-    chunks = []
     try:
-        for start in range(0, len(rows), batch_size):
-            batch = collator([rows[i] for i in range(start, min(start + batch_size, len(rows)))])
-            model(**{k: v.to(device) for k, v in batch.items() if k in MODEL_INPUTS})
-            chunks.append(tap.take().float().cpu())
+        return dataset_outputs(model, rows, collator, lambda _output, _inputs: tap.take(), batch_size)
     finally:
         tap.handle.remove()
-        model.train(was_training)
-    return torch.cat(chunks).numpy()
 
 
 def odds_weights(train: np.ndarray, target: np.ndarray, clip: float, seed: int = 0) -> np.ndarray:
