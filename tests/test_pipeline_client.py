@@ -16,14 +16,13 @@ from pathlib import Path
 import pytest
 import transformers
 import yaml
-from conftest import MINILM, save_tiny_bert, write_tsv
+from conftest import MINILM, recipe_maker, save_tiny_bert, write_tsv
 from transformers import AutoTokenizer, BertConfig, BertForSequenceClassification, pipeline
 
 from hftransfer.artifacts.client import AS_IS, HFTRANSFER_ONLY, REMOTE_CODE, client_kind
 from hftransfer.artifacts.saved import load_run
 from hftransfer.cli import main
 from hftransfer.config.locations import resolve_location
-from hftransfer.config.recipe import load_config
 from hftransfer.evaluation.scoring import predict_records
 from hftransfer.models.remote_code import MODELING_FILE
 from hftransfer.models.tasks import TEXT, get_task
@@ -55,21 +54,9 @@ def runs(tmp_path_factory) -> dict:
     for strategy, pooling in sorted(CASES, key=lambda case: case[0] == "distill"):  # the teacher trains first
         out = root / f"{strategy}-{pooling}"
         teacher = [f"strategy.distill.teacher={folders['full', 'mean']}"] if strategy == "distill" else []
-        overrides = [
-            f"model.name_or_path={base}",
-            f"data.train_file={train_file}",
-            f"data.validation_file={dev_file}",
-            f"train.output_dir={out}",
-            "train.max_steps=2",
-            "train.batch_size=8",
-            "train.learning_rate=1e-3",
-            "train.precision=fp32",
-            f"strategy.name={strategy}",
-            f"model.pooling={pooling}",
-            *STRATEGY_SETTINGS[strategy],
-            *teacher,
-        ]
-        train(load_config(None, overrides))
+        recipe = recipe_maker(base, train_file, dev_file, out)
+        train(recipe("train.max_steps=2", f"strategy.name={strategy}", f"model.pooling={pooling}",
+                     *STRATEGY_SETTINGS[strategy], *teacher))  # fmt: skip
         folders[strategy, pooling] = out
     return {"folders": folders, "base": base}
 
