@@ -34,7 +34,6 @@ from hftransfer.artifacts.layout import write_json
 from hftransfer.config.recipe import RunConfig
 from hftransfer.data.labels import LabelMap, require_two_classes
 from hftransfer.errors import UserError
-from hftransfer.evaluation.inference import dataset_logits
 from hftransfer.evaluation.metrics import classification_metrics, softmax
 from hftransfer.models.locate import check_run_locations
 from hftransfer.models.tasks import get_task, resolve_task
@@ -259,11 +258,9 @@ def _run_fold(
         run = finished.run
         if run.data.labels.names != labels.names:  # stratified folds keep every class in every training part
             raise UserError(f"Fold {number} trained on classes {run.data.labels.names}, not {labels.names}.")
-        probs = None
-        if run.data.test is not None:
-            collator = run.task.collator(run.processor, run.config.data)
-            logits = dataset_logits(finished.model, run.data.test, collator, run.config.train.eval_batch_size)
-            probs = softmax(np.asarray(logits, dtype=np.float64))
+        # the pipeline scored the test split once; its logits give this fold's share of the ensemble
+        logits = finished.test_logits
+        probs = softmax(np.asarray(logits, dtype=np.float64)) if logits is not None else None
     finally:
         if scratch is not None:
             shutil.rmtree(scratch, ignore_errors=True)

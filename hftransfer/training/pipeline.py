@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from accelerate import PartialState
 from datasets import DatasetDict
@@ -73,6 +74,8 @@ class Finished:
     results: dict
     run: Prepared
     model: torch.nn.Module
+    test_logits: np.ndarray | None = None
+    """The trained model's logits on the test split, in row order (what `results["test"]` was scored from)."""
 
 
 def prepare(config: RunConfig, given: Given | None = None) -> Prepared:
@@ -145,13 +148,14 @@ def _train_in(config: RunConfig, work: Path, given: Given | None) -> Finished:
     started = time.perf_counter()
     # In fp32 whatever the training precision: the saved weights are fp32, and `evaluate`, `predict` and the ONNX
     # export run them so; results.json then holds exactly what the shipped model scores.
-    metrics = _score(run, outcome.model, run.data.validation, collator)
+    metrics, _ = _score(run, outcome.model, run.data.validation, collator)
     eval_runtime = time.perf_counter() - started
 
     save_run(run, outcome.model, work)
     results = build_results(run, outcome, metrics, eval_runtime, (trainable, total), work)
+    test_logits = None
     if run.data.test is not None:  # the test split is scored once, at the end, beside validation
-        results.test = _score(run, outcome.model, run.data.test, collator)
+        results.test, test_logits = _score(run, outcome.model, run.data.test, collator)
     results.write(work)
     _write_card(work, run.config.train.output_dir)
     drop_checkpoints(work, run.config.train.keep_checkpoints)
@@ -161,12 +165,13 @@ def _train_in(config: RunConfig, work: Path, given: Given | None) -> Finished:
         from hftransfer.artifacts.hub import push_configured
 
         payload["hub"] = push_configured(run.config, run.config.train.output_dir)
-    return Finished(payload, run, outcome.model)
+    return Finished(payload, run, outcome.model, test_logits)
 
 
-def _score(run: Prepared, model: torch.nn.Module, split: Any, collator: Any) -> dict:
+def _score(run: Prepared, model: torch.nn.Module, split: Any, collator: Any) -> tuple[dict, np.ndarray]:
+    """The split's metrics, and the logits they were computed from."""
     logits = dataset_logits(model, split, collator, run.config.train.eval_batch_size)
-    return classification_metrics(split["labels"], logits, label_names=run.data.labels.names)
+    return classification_metrics(split["labels"], logits, label_names=run.data.labels.names), logits
 
 
 def save_run(run: Prepared, model: torch.nn.Module, work: Path) -> None:
