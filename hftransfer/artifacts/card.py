@@ -16,14 +16,13 @@ from typing import Any
 
 from huggingface_hub import EvalResult, ModelCardData
 
-from hftransfer.artifacts.client import AS_IS, HFTRANSFER_ONLY, REMOTE_CODE, client_kind
+from hftransfer.artifacts.client import AS_IS, HFTRANSFER_ONLY, REMOTE_CODE, client_kind, repo_adapter_base
 from hftransfer.artifacts.layout import ADAPTER_CONFIG_FILE, CARD_FILE, RECIPE_FILE, RESULTS_FILE
 from hftransfer.artifacts.results import read_results
 from hftransfer.artifacts.saved import read_labels
 from hftransfer.config.recipe import DataConfig, RunConfig, load_config
 from hftransfer.config.schema import to_dict
 from hftransfer.errors import UserError
-from hftransfer.models.remote_code import BASE_MODEL_KEY
 from hftransfer.strategies.base import Strategy
 from hftransfer.strategies.registry import strategy_class
 
@@ -85,16 +84,10 @@ def _read(folder: Path) -> _Run:
     names = list(labels.names) if labels is not None else results.get("labels", [])
     adapter_file = folder / ADAPTER_CONFIG_FILE
     adapter = json.loads(adapter_file.read_text()) if adapter_file.is_file() else None
-    true_base = _marked_base(folder)
+    true_base = repo_adapter_base(folder)
     if adapter is not None and true_base:  # a staged upload names the repo as its own base (artifacts.client)
         adapter = {**adapter, "base_model_name_or_path": true_base}
     return _Run(results, recipe, [str(name) for name in names], adapter)
-
-
-def _marked_base(folder: Path) -> str | None:
-    """The adapter's true base, as a staged upload's config.json records it (`point_adapter_at_repo`)."""
-    config_file = folder / "config.json"
-    return json.loads(config_file.read_text()).get(BASE_MODEL_KEY) if config_file.is_file() else None
 
 
 def base_model_id(recipe: RunConfig, adapter: dict | None = None) -> str | None:

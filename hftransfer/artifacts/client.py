@@ -100,3 +100,9 @@ def point_adapter_at_repo(staging: Path, repo_id: str) -> None:
     adapter["base_model_name_or_path"] = repo_id
     config_file.write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
     adapter_file.write_text(json.dumps(adapter, indent=2) + "\n")
+
+
+def repo_adapter_base(folder: str | Path) -> str | None:
+    """The true base of an adapter staged by `point_adapter_at_repo` (its config.json keeps it), else None."""
+    config_file = Path(folder) / "config.json"
+    return json.loads(config_file.read_text()).get(BASE_MODEL_KEY) if config_file.is_file() else None
