@@ -51,6 +51,20 @@ COMMON = ["model.pooling=mean", "data.max_length=64", "train.learning_rate=1e-4"
 TARGET_ONLY = ["train.epochs=10", "train.batch_size=16"]
 SOURCE = ["train.epochs=1", "train.batch_size=32"]
 
+
+
+def dann(weight: float, *more: str) -> list[str]:
+    """DANN with no target label: the source, and the unlabelled pool against it, reversal weight up to `weight`."""
+    return [
+        "data.train_file=null",
+        "domain.source_file={source}",
+        "domain.unlabelled_target_file={pool}",
+        f"domain.adversarial_weight={weight:g}",
+        *more,
+        *SOURCE,
+    ]
+
+
 # name -> (overrides, the method whose output folder this one starts from)
 METHODS: dict[str, tuple[list[str], str | None]] = {
     "target only": (["data.train_file={target}", *TARGET_ONLY], None),
@@ -74,26 +88,13 @@ METHODS: dict[str, tuple[list[str], str | None]] = {
         ],
         None,
     ),
-    "DANN (no target labels)": (
-        [
-            "data.train_file=null",
-            "domain.source_file={source}",
-            "domain.unlabelled_target_file={pool}",
-            "domain.adversarial_weight=1",
-            *SOURCE,
-        ],
-        None,
-    ),
-    "DANN λmax=0.1 (no target labels)": (
-        [
-            "data.train_file=null",
-            "domain.source_file={source}",
-            "domain.unlabelled_target_file={pool}",
-            "domain.adversarial_weight=0.1",
-            *SOURCE,
-        ],
-        None,
-    ),
+    "DANN (no target labels)": (dann(1), None),
+    "DANN λmax=0.1 (no target labels)": (dann(0.1), None),
+    **{
+        f"DANN λmax={w:g} adversary lr {lr}": (dann(w, f"domain.adversary_learning_rate={lr}"), None)
+        for w in (0.1, 0.3, 1)
+        for lr in ("3e-4", "1e-3")
+    },
 }
 
 

@@ -96,6 +96,28 @@ def test_l2sp_gradient_is_alpha_times_distance_and_beta_times_weight():
     assert torch.equal(theta.grad, torch.zeros(5))
 
 
+def test_the_domain_classifier_trains_at_its_own_learning_rate(tiny_bert_dir):
+    """Research code hands in the bare model; the loops hand in the model wrapped with the strategy's modules."""
+    from transformers import AutoModelForSequenceClassification
+
+    from hftransfer.config.recipe import TrainConfig
+    from hftransfer.training.loops.common import with_trainable_modules
+    from hftransfer.training.optim import build_optimizer
+
+    for rate, expected in ((None, 1e-4), (3e-3, 3e-3)):
+        for wrapped in (False, True):
+            domain = DomainConfig(unlabelled_target_file="pool.txt", adversarial_weight=1, adversary_learning_rate=rate)
+            objective = DomainObjective(FullFineTuning(), domain)
+            model = objective.prepare(AutoModelForSequenceClassification.from_pretrained(tiny_bert_dir, num_labels=2))
+            handed = with_trainable_modules(model, objective) if wrapped else model
+            optimizer = build_optimizer(objective, handed, TrainConfig(learning_rate=1e-4))
+            rates = {id(p): g["lr"] for g in optimizer.param_groups for p in g["params"]}
+            assert {rates[id(p)] for p in objective.domain_classifier.parameters()} == {expected}
+            assert {rates[id(p)] for p in model.parameters()} == {1e-4}
+            every = [*model.parameters(), *objective.domain_classifier.parameters()]
+            assert len(rates) == len(every) == sum(len(g["params"]) for g in optimizer.param_groups)
+
+
 # --- invariants of whole runs -----------------------------------------------------------------------------------
 
 

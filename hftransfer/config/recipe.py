@@ -235,6 +235,9 @@ class DomainConfig:
     adversarial_weight: float = 0.0
     """DANN (Ganin et al. 2016): maximum weight of the gradient-reversed domain classifier, ramped by
     2/(1+exp(-10p))-1 over training progress p (0: off)."""
+    adversary_learning_rate: float | None = None
+    """Learning rate of DANN's domain classifier (null: train.learning_rate). The classifier starts from scratch
+    next to a pretrained encoder, so a rate ~10x the encoder's lets it keep up with the features it judges."""
     reweight: bool = False
     """Weight the labelled training rows by a domain classifier's odds that they are target rows (needs
     domain.unlabelled_target_file), normalised to mean 1."""
@@ -247,6 +250,8 @@ class DomainConfig:
                 raise ConfigError(f"domain.{name} must be >= 0, got {getattr(self, name)}.")
         if self.max_source_samples is not None and self.max_source_samples < 1:
             raise ConfigError(f"domain.max_source_samples must be at least 1, got {self.max_source_samples}.")
+        if self.adversary_learning_rate is not None and self.adversary_learning_rate <= 0:
+            raise ConfigError(f"domain.adversary_learning_rate must be positive, got {self.adversary_learning_rate}.")
         if self.reweight_clip <= 0:
             raise ConfigError(f"domain.reweight_clip must be positive, got {self.reweight_clip}.")
         if self.adversarial_weight > 0 and not self.unlabelled_target_file:
@@ -278,7 +283,8 @@ class DomainConfig:
             parts.append(f"L2-SP α={self.l2sp_alpha:g}, β={self.l2sp_beta:g}")
         if self.adversarial_weight:
             pool = Path(self.unlabelled_target_file or "").name
-            parts.append(f"DANN against unlabelled {pool} (max weight {self.adversarial_weight:g})")
+            rate = f", classifier lr {self.adversary_learning_rate:g}" if self.adversary_learning_rate else ""
+            parts.append(f"DANN against unlabelled {pool} (max weight {self.adversarial_weight:g}{rate})")
         if self.reweight:
             parts.append(f"training rows reweighted toward the target (odds clipped at {self.reweight_clip:g})")
         return "; ".join(parts)

@@ -128,11 +128,21 @@ class DomainObjective(Strategy):
         return {**self.inner.trainable_modules(), **{k: m for k, m in own.items() if m is not None}}
 
     def parameter_groups(self, model: nn.Module, learning_rate: float, weight_decay: float) -> list[dict]:
-        groups = self.inner.parameter_groups(model, learning_rate, weight_decay)
-        seen = {id(p) for g in groups for p in g["params"]}
-        own = [m for m in (self.source_head, self.domain_classifier) if m is not None]
-        missing = [p for m in own for p in m.parameters() if p.requires_grad and id(p) not in seen]
-        return groups + ([{"params": missing, "weight_decay": weight_decay, "lr": learning_rate}] if missing else [])
+        """The inner strategy's groups, with the domain classifier at `domain.adversary_learning_rate`. The loops
+        hand in the model wrapped with these modules, so their weights can already sit in the inner groups."""
+        own = {self.source_head: learning_rate, self.domain_classifier: self.domain.adversary_learning_rate}
+        rates = {id(p): rate or learning_rate for m, rate in own.items() if m is not None for p in m.parameters()}
+        groups = []
+        for group in self.inner.parameter_groups(model, learning_rate, weight_decay):
+            by_rate: dict[float, list] = {}
+            for param in group["params"]:
+                by_rate.setdefault(rates.pop(id(param), group["lr"]), []).append(param)
+            groups += [{**group, "params": params, "lr": rate} for rate, params in by_rate.items()]
+        left = [p for m in own if m is not None for p in m.parameters() if p.requires_grad and id(p) in rates]
+        for rate in dict.fromkeys(rates[id(p)] for p in left):  # outside the model handed in (research code)
+            params = [p for p in left if rates[id(p)] == rate]
+            groups.append({"params": params, "weight_decay": weight_decay, "lr": rate})
+        return groups
 
     def on_step(self, model: nn.Module, step: int, steps_per_epoch: int) -> None:
         self.inner.on_step(model, step, steps_per_epoch)
