@@ -16,10 +16,13 @@ Methods (each a recipe plus overrides; `{...}` are this seed's files):
 - joint λ: one run, L_s + λ·L_t, the source as the main stream with a target batch every step.
 - joint + L2-SP: joint λ=1 with α = β = 0.01 toward the pretrained weights.
 - DANN: the source with a gradient-reversal domain classifier against the unlabelled pool; no target label.
-  Its reversal weight ramps to `domain.adversarial_weight` (1, Ganin et al.'s maximum; and 0.1).
+  Its reversal weight ramps to `domain.adversarial_weight` (1, Ganin et al.'s maximum; and 0.1), its domain
+  classifier at the run's rate or at `domain.adversary_learning_rate` (the "adversary lr" rows, by `--only`).
 - 5-fold CV: `hftransfer cv` of target only on the 100 rows (the spread a user with only those rows sees).
 
-Prints mean ± sd (over seeds) target accuracy per method and the difference to target only.
+Prints mean ± sd (over seeds) target accuracy per method and the paired per-seed difference to target only and
+to source only. The seed draws the source sample first, then the amazon split, so the split depends on
+`--source-rows` too: compare methods within one call, not across calls.
 """
 
 from __future__ import annotations
