@@ -1,6 +1,6 @@
 """Digits -> digits under a pixel shift (images): does DANN adapt a model to a target without any target label?
 
-    python bench/domain_digits.py [--seeds 3] [--shift invert|rotate] [--weights 0.1,0.3,1]
+    python bench/domain_digits.py [--seeds 3] [--shift blend|rotate|invert] [--weights 0.1,0.3,1]
 
 The text bench (`domain_transfer.py`) has a shift a pretrained sentence encoder barely notices. This one has a
 shift the source model cannot read through, as in Ganin et al.'s MNIST -> MNIST-M: scikit-learn's digits (1,797
@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import shutil
 import statistics
 import sys
 import tempfile
@@ -38,13 +39,16 @@ os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "examples"))
-from digits_transfer import write_initial_model
+from digits_transfer import render_digit, write_initial_model
+from domain_transfer import paired
 
 from hftransfer.config.recipe import load_config
 from hftransfer.training.pipeline import train
 
 RECIPE = Path(__file__).resolve().parents[1] / "recipes" / "image-digits-source.yaml"
 COMMON = ["train.epochs=10", "train.batch_size=32", "train.learning_rate=3e-3", "train.eval_steps=1000000"]
+
+
 def blend(pixels: np.ndarray, index: int) -> np.ndarray:
     """Ganin et al.'s MNIST-M recipe on digits: |background - digit| over a random smooth background patch."""
     from scipy.ndimage import zoom
@@ -62,14 +66,6 @@ def rotate(pixels: np.ndarray, index: int) -> np.ndarray:
 SHIFTS = {"invert": lambda a, i: 16 - a, "rotate": rotate, "blend": blend}
 
 
-def render(pixels: np.ndarray, path: Path, size: int = 32) -> None:
-    from PIL import Image
-
-    small = Image.fromarray((pixels * (255 / 16)).astype(np.uint8), mode="L")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    small.resize((size, size), Image.Resampling.BILINEAR).save(path)
-
-
 def seed_folders(seed: int, shift: str, work: Path) -> dict[str, str]:
     """This seed's disjoint image sets: source (labelled, unshifted), the target pool with and without its
     class folders (the oracle reads the former, DANN the latter) and the scored target images."""
@@ -82,12 +78,12 @@ def seed_folders(seed: int, shift: str, work: Path) -> dict[str, str]:
     for part, rows in parts.items():
         for i in rows:
             pixels, label = digits.images[i], digits.target[i]
-            if part == "source":
-                render(pixels, work / "source" / str(label) / f"{i}.png")
-            else:
-                render(move(pixels, i), work / part / str(label) / f"{i}.png")
-                if part == "pool":
-                    render(move(pixels, i), work / "pool-unlabelled" / f"{i}.png")
+            path = work / part / str(label) / f"{i}.png"
+            path.parent.mkdir(parents=True, exist_ok=True)
+            render_digit(pixels if part == "source" else move(pixels, i), path)
+            if part == "pool":  # the same image, outside any class folder
+                (work / "pool-unlabelled").mkdir(exist_ok=True)
+                shutil.copyfile(path, work / "pool-unlabelled" / path.name)
     return {name: str(work / name) for name in ("source", "pool", "pool-unlabelled", "eval")}
 
 
@@ -150,10 +146,8 @@ def print_table(accuracy: dict[str, list[float]], pads: dict[str, list[float]], 
     print(f"{'method':<24} {'mean':>7} {'sd':>7} {'vs source only (paired)':>25}  per seed")
     for name, values in accuracy.items():
         sd = f"{statistics.stdev(values):.4f}" if len(values) > 1 else "-"
-        diffs = [v - b for v, b in zip(values, base, strict=True)]
-        paired = f"{statistics.mean(diffs):+.4f}" + (f" ± {statistics.stdev(diffs):.4f}" if len(diffs) > 1 else "")
         each = " ".join(f"{v:.4f}" for v in values)
-        print(f"{name:<24} {statistics.mean(values):>7.4f} {sd:>7} {paired:>25}  {each}")
+        print(f"{name:<24} {statistics.mean(values):>7.4f} {sd:>7} {paired(values, base):>25}  {each}")
     for row, values in pads.items():
         sd = f" ± {statistics.stdev(values):.3f}" if len(values) > 1 else ""
         print(f"{row:<24} {statistics.mean(values):.3f}{sd}  (source vs scored target images, 300 each)")

@@ -55,7 +55,6 @@ TARGET_ONLY = ["train.epochs=10", "train.batch_size=16"]
 SOURCE = ["train.epochs=1", "train.batch_size=32"]
 
 
-
 def dann(weight: float, *more: str) -> list[str]:
     """DANN with no target label: the source, and the unlabelled pool against it, reversal weight up to `weight`."""
     return [
@@ -234,6 +233,7 @@ def print_table(accuracy: dict[str, list[float]], args: argparse.Namespace) -> N
         f"(target only's seed sd: {spread:.4f}. CV fold mean: accuracy on each fold's 20 held-out rows of the 100, "
         "averaged; CV ensemble: the 5 fold models' averaged probabilities on the 600 scored rows)"
     )
+
 
 if __name__ == "__main__":
     main()

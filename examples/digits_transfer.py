@@ -41,9 +41,16 @@ SETTINGS = {
 }
 
 
+def render_digit(pixels: np.ndarray, path: Path, size: int = 32) -> None:
+    """8x8 values 0..16 -> a `size`px grayscale PNG."""
+    from PIL import Image
+
+    small = Image.fromarray((pixels * (255 / 16)).astype(np.uint8), mode="L")
+    small.resize((size, size), Image.Resampling.BILINEAR).save(path)
+
+
 def write_split(root: Path, digits: range, n_train: int | float, size: int, seed: int) -> dict[str, int]:
     """`root/{train,val}/<digit>/*.png`: `n_train` images per digit (a share if < 1) train, the rest validate."""
-    from PIL import Image
     from sklearn.datasets import load_digits
 
     data = load_digits()
@@ -56,9 +63,8 @@ def write_split(root: Path, digits: range, n_train: int | float, size: int, seed
         for split, chunk in (("train", images[:cut]), ("val", images[cut:])):
             folder = root / split / str(digit)
             folder.mkdir(parents=True, exist_ok=True)
-            for i, pixels in enumerate(chunk):  # 8x8 values 0..16 -> 32x32 grayscale PNG
-                small = Image.fromarray((pixels * (255 / 16)).astype(np.uint8), mode="L")
-                small.resize((size, size), Image.Resampling.BILINEAR).save(folder / f"{i:04d}.png")
+            for i, pixels in enumerate(chunk):
+                render_digit(pixels, folder / f"{i:04d}.png", size)
             counts[split] += len(chunk)
     return counts
 

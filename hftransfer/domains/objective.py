@@ -138,11 +138,12 @@ class DomainObjective(Strategy):
             for param in group["params"]:
                 by_rate.setdefault(rates.pop(id(param), group["lr"]), []).append(param)
             groups += [{**group, "params": params, "lr": rate} for rate, params in by_rate.items()]
-        left = [p for m in own if m is not None for p in m.parameters() if p.requires_grad and id(p) in rates]
-        for rate in dict.fromkeys(rates[id(p)] for p in left):  # outside the model handed in (research code)
-            params = [p for p in left if rates[id(p)] == rate]
-            groups.append({"params": params, "weight_decay": weight_decay, "lr": rate})
-        return groups
+        left: dict[float, list] = {}  # weights outside the model handed in (research code's bare model)
+        for module in (m for m in own if m is not None):
+            for param in module.parameters():
+                if param.requires_grad and id(param) in rates:
+                    left.setdefault(rates[id(param)], []).append(param)
+        return groups + [{"params": params, "weight_decay": weight_decay, "lr": r} for r, params in left.items()]
 
     def on_step(self, model: nn.Module, step: int, steps_per_epoch: int) -> None:
         self.inner.on_step(model, step, steps_per_epoch)
